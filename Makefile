@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both build the virtual environment first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev
+QUESTION ?= What is 4821 * 37?
+
+.PHONY: setup system-deps demo test bench clean
+
+setup: system-deps $(VENV)/.installed
+
+# bubblewrap is the code tool's sandbox (Debian package). Installed here when we are root.
+system-deps:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "install bubblewrap (e.g. sudo apt-get install bubblewrap) for the code tool's sandbox"; fi; }
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/tapo run "$(QUESTION)"
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/loop_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

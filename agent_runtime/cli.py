@@ -1,0 +1,192 @@
+"""The ``tapo`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from agent_runtime import __version__
+
+app = typer.Typer(
+    name="tapo",
+    help="Train and serve tool-using reasoning agents: one reasoning-search-code loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+# Options shared by run, serve, demo and eval (ARCHITECTURE.md, Contracts).
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="HF directory or hub id; default: the built-in model.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="auto, transformers, vllm or remote.")]
+EngineUrlOpt = Annotated[Optional[str], typer.Option("--engine-url", help="OpenAI-compatible server for --engine remote.")]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help="tapo, search-r1 or torl.")]
+MaxToolCallsOpt = Annotated[int, typer.Option("--max-tool-calls", min=0, help="Tool calls before the final turn.")]
+SearchBackendOpt = Annotated[str, typer.Option("--search-backend", help="bm25, retriever, searxng, serper or none.")]
+SearchIndexOpt = Annotated[Optional[Path], typer.Option("--search-index", help="Index from `tapo index build` (bm25).")]
+SearchUrlOpt = Annotated[Optional[str], typer.Option("--search-url", help="Retriever or SearxNG base URL.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    if not verbose:  # quiet by default: no weight-loading bars or library chatter
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the model to.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Fit it on fixture trajectories.")] = True,
+) -> None:
+    """Build the tiny Qwen2-architecture test model and its tokenizer, offline and deterministically."""
+    from agent_runtime.models.tiny import build_tiny_model
+
+    path = build_tiny_model(out, seed=seed, train=train, progress=True)
+    print(path)
+
+
+@app.command()
+def run(
+    question: Annotated[str, typer.Argument(help="The question to ask.")],
+    model: ModelOpt = None,
+    engine: EngineOpt = "auto",
+    engine_url: EngineUrlOpt = None,
+    protocol: ProtocolOpt = "tapo",
+    max_tool_calls: MaxToolCallsOpt = 4,
+    search_backend: SearchBackendOpt = "bm25",
+    search_index: SearchIndexOpt = None,
+    search_url: SearchUrlOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Model tokens in all.")] = 1024,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
+) -> None:
+    """Run the agent loop locally on one question and print its events."""
+    from agent_runtime.backends import make_backend
+    from agent_runtime.backends.base import SamplingParams
+    from agent_runtime.budget import Budget
+    from agent_runtime.models.resolve import resolve_model
+    from agent_runtime.prompts import build_prompt_ids
+    from agent_runtime.protocol import get_protocol
+    from agent_runtime.sandbox import SandboxUnavailableError
+    from agent_runtime.toolset import default_tools
+
+    try:
+        proto = get_protocol(protocol)
+        budget = Budget(max_tool_calls=max_tool_calls, max_total_tokens=max_tokens)
+        sampling = SamplingParams(temperature=temperature, seed=seed)
+        tools = default_tools(search_backend=search_backend, search_index=search_index, search_url=search_url)
+        backend = make_backend(resolve_model(model), engine, engine_url)
+        prompt = build_prompt_ids(backend.tokenizer, proto, question, tools.names)
+    except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
+        _fail(str(exc))
+    asyncio.run(_print_run(prompt, backend, tools, proto, budget, sampling, as_json))
+
+
+async def _print_run(prompt, backend, tools, protocol, budget, sampling, as_json: bool) -> None:
+    from agent_runtime.events import Answer, Done, Injected, Token, ToolCall, ToolResult
+    from agent_runtime.loop import run as run_loop
+
+    out = Console(highlight=False, soft_wrap=True)
+    try:
+        async for event in run_loop(prompt, backend, tools, protocol=protocol, budget=budget, sampling=sampling):
+            if as_json:
+                print(json.dumps(_event_json(event)), flush=True)
+            elif isinstance(event, Token):
+                out.print(event.text, end="", markup=False)
+            elif isinstance(event, ToolCall):
+                err.print(f"\n[cyan]→ {event.name}[/] call {event.index + 1}", highlight=False)
+            elif isinstance(event, ToolResult):
+                status = "[green]ok[/]" if event.output.ok else "[red]failed[/]"
+                err.print(f"[cyan]← {event.name}[/] {status} in {event.seconds:.2f} s", highlight=False)
+            elif isinstance(event, Injected):
+                out.print(event.text, end="", style="yellow", markup=False)
+            elif isinstance(event, Answer):
+                pass  # already streamed inside the text
+            elif isinstance(event, Done):
+                usage = event.usage
+                err.print(
+                    f"\n[dim]finish={event.finish_reason} ({event.agent_finish_reason}) "
+                    f"tokens: prompt {usage.prompt_tokens}, model {usage.completion_tokens}, "
+                    f"tool {usage.injected_tokens}[/]",
+                    highlight=False,
+                )
+                if event.trajectory.answer is not None:
+                    out.print(f"Answer: {event.trajectory.answer}", markup=False)
+    except ValueError as exc:  # e.g. a prompt past the context window
+        _fail(str(exc))
+    finally:
+        await tools.aclose()
+        await backend.aclose()
+
+
+@app.command("exec")
+def exec_code(
+    code: Annotated[Optional[str], typer.Option("--code", help="Python to run; read from stdin when omitted.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds.")] = 10.0,
+) -> None:
+    """Run Python once in the code tool's sandbox and print one JSON object (ok, output, seconds)."""
+    from agent_runtime.sandbox import SandboxUnavailableError, exec_once
+
+    source = code if code is not None else sys.stdin.read()
+    try:
+        result = exec_once(source, timeout=timeout)
+    except SandboxUnavailableError as exc:
+        _fail(str(exc))
+    print(json.dumps(result))
+
+
+def _mount_search_commands() -> None:
+    from agent_runtime.search.commands import index_app, search_command
+
+    app.add_typer(index_app, name="index")
+    app.command("search")(search_command)
+
+
+_mount_search_commands()
+
+
+def _event_json(event) -> dict:
+    from agent_runtime.events import Done
+
+    kind = type(event).__name__.lower()
+    if isinstance(event, Done):
+        return {
+            "type": "done",
+            "finish_reason": event.finish_reason,
+            "agent_finish_reason": event.agent_finish_reason,
+            "usage": asdict(event.usage),
+            "trajectory": event.trajectory.to_dict(),
+        }
+    return {"type": kind, **asdict(event)}
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,255 @@
+"""The reasoning–search–code loop: the one loop that serves users and produces training rollouts.
+
+A turn generates until a tool call closes (a protocol stop string) or the model ends its turn.
+A tool call runs, its output is tokenized alone and appended (mask 0), and the model continues
+from the exact ids it produced: the history is never re-tokenized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator, Sequence
+
+from agent_runtime.backends.base import Backend, GenerationChunk, PromptTooLongError, SamplingParams
+from agent_runtime.budget import Budget
+from agent_runtime.detok import IncrementalDetokenizer
+from agent_runtime.events import Answer, Done, Event, Injected, Token, ToolCall, ToolResult
+from agent_runtime.parser import Segment, SegmentKind, StreamParser, answer_segment
+from agent_runtime.protocol import TAPO, BlockRole, Protocol, last_boxed
+from agent_runtime.tools import ToolRegistry
+from agent_runtime.trajectory import AgentFinishReason, FinishReason, ToolCallRecord, Trajectory
+from agent_runtime.truncation import truncate_middle
+
+
+class _WallClock(Exception):
+    pass
+
+
+async def _next_chunk(stream: AsyncIterator[GenerationChunk], deadline: float | None) -> GenerationChunk | None:
+    try:
+        if deadline is None:
+            return await anext(stream)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _WallClock
+        return await asyncio.wait_for(anext(stream), remaining)
+    except StopAsyncIteration:
+        return None
+    except asyncio.TimeoutError:
+        raise _WallClock from None
+
+
+def enabled_tool_names(protocol: Protocol, tools: ToolRegistry, enabled: Sequence[str] | None) -> tuple[str, ...]:
+    """Tools the model may call: known to the protocol, registered, and (if given) asked for."""
+    wanted = protocol.tool_names if enabled is None else tuple(enabled)
+    return tuple(t for t in protocol.tool_names if t in wanted and t in tools)
+
+
+def _final_answer(protocol: Protocol, segments: list[Segment], turn_text: str) -> str | None:
+    if protocol.boxed_answer:
+        return last_boxed(turn_text)
+    seg = answer_segment(segments)
+    return seg.text.strip() if seg is not None else None
+
+
+async def run(
+    prompt_ids: Sequence[int],
+    backend: Backend,
+    tools: ToolRegistry,
+    *,
+    protocol: Protocol = TAPO,
+    budget: Budget = Budget(),
+    sampling: SamplingParams = SamplingParams(),
+    enabled_tools: Sequence[str] | None = None,
+) -> AsyncIterator[Event]:
+    """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
+
+    Closing the generator (or cancelling the task that iterates it) stops generation and cancels
+    a running tool call. A prompt that leaves no room to generate raises :class:`PromptTooLongError`.
+    """
+    if len(prompt_ids) >= backend.info.context_length:
+        raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
+    tokenizer = backend.tokenizer
+    enabled = enabled_tool_names(protocol, tools, enabled_tools)
+    stops = protocol.stop_strings(enabled)
+    traj = Trajectory(prompt_ids=list(prompt_ids))
+    detok = IncrementalDetokenizer(tokenizer)
+    started = time.monotonic()
+    deadline = started + budget.wall_clock_s if budget.wall_clock_s is not None else None
+    calls_used = 0  # tool calls and invalid actions, against budget.max_tool_calls
+
+    def finish(reason: FinishReason, agent_reason: AgentFinishReason) -> Done:
+        traj.finish_reason, traj.agent_finish_reason = reason, agent_reason
+        traj.wall_seconds = time.monotonic() - started
+        return Done(reason, agent_reason, traj.usage, traj)
+
+    def inject(text: str) -> tuple[str, list[int]]:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        traj.append(ids, model=False)
+        shown = detok.add(ids)
+        traj.text += shown
+        return shown, ids
+
+    while True:
+        model_tokens = sum(traj.mask)
+        room = backend.info.context_length - len(traj.prompt_ids) - len(traj.completion_ids)
+        if room <= 0:
+            yield _flush(detok, traj)
+            yield finish("length", "context")
+            return
+        if model_tokens >= budget.max_total_tokens:
+            yield _flush(detok, traj)
+            yield finish("length", "max_tokens")
+            return
+        params = replace(
+            sampling,
+            max_tokens=min(budget.max_tokens_per_turn, budget.max_total_tokens - model_tokens, room),
+            stop=stops,
+            seed=None if sampling.seed is None else sampling.seed + traj.turns,
+        )
+        parser = StreamParser(protocol)
+        segments: list[Segment] = []
+        first_action: Segment | None = None  # the first tool call or answer of this turn
+        turn_text = ""
+        finish_reason = None
+        turn_started = time.monotonic()
+        stream = backend.generate(traj.prompt_ids + traj.completion_ids, params)
+        try:
+            while (chunk := await _next_chunk(stream, deadline)) is not None:
+                traj.append(chunk.token_ids, model=True, logprobs=chunk.logprobs)
+                text = detok.add(chunk.token_ids)
+                traj.text += text
+                turn_text += text
+                yield Token(text, chunk.token_ids)
+                for event in parser.feed(text):
+                    if isinstance(event, Segment):
+                        segments.append(event)
+                        if first_action is None and _is_action(event, enabled):
+                            first_action = event
+                finish_reason = chunk.finish_reason
+                if first_action is not None and first_action.block.role is BlockRole.TOOL:
+                    finish_reason = finish_reason or "stop"  # the call is complete: stop here
+                if finish_reason is not None:
+                    break
+        except _WallClock:
+            traj.generation_seconds += time.monotonic() - turn_started
+            yield _flush(detok, traj)
+            yield finish("stop", "wall_clock")
+            return
+        finally:
+            await stream.aclose()
+        traj.generation_seconds += time.monotonic() - turn_started
+        traj.turns += 1
+        segments.extend(e for e in parser.close() if isinstance(e, Segment))
+
+        if first_action is not None and first_action.block.role is BlockRole.TOOL:
+            if calls_used >= budget.max_tool_calls:
+                yield _flush(detok, traj)
+                yield finish("stop", "tool_budget")
+                return
+            calls_used += 1
+            name, argument = first_action.block.name, first_action.text.strip()
+            index = len(traj.tool_calls)
+            call_id = f"call_{index}"
+            yield ToolCall(call_id, index, name, argument)
+            timeout = budget.tool_timeout_s
+            if deadline is not None:
+                timeout = min(timeout or float("inf"), max(0.0, deadline - time.monotonic()))
+            result = await tools.call(name, argument, timeout=timeout)
+            traj.tool_seconds += result.seconds
+            if deadline is not None and time.monotonic() >= deadline:
+                yield finish("stop", "wall_clock")
+                return
+            output = truncate_middle(result.output.text, tokenizer, budget.max_tool_output_tokens)
+            shown, ids = inject(protocol.format_observation(output))
+            traj.tool_calls.append(
+                ToolCallRecord(index, name, argument, result.output.text, result.output.ok, result.seconds, len(ids))
+            )
+            yield ToolResult(call_id, index, name, result.output, result.seconds, len(ids))
+            yield Injected(shown, ids, "observation")
+            continue
+
+        answer = _final_answer(protocol, segments, turn_text)
+        if finish_reason == "length":
+            yield _flush(detok, traj)
+            full = len(traj.prompt_ids) + len(traj.completion_ids) >= backend.info.context_length - 1
+            yield finish("length", "context" if full else "max_tokens")
+            return
+        if finish_reason == "abort":
+            yield _flush(detok, traj)
+            yield finish("stop", "abort")
+            return
+        if answer is not None:
+            traj.answer = answer
+            yield _flush(detok, traj)
+            yield Answer(answer)
+            yield finish("stop", "answer")
+            return
+        malformed = any(s.kind is SegmentKind.MALFORMED for s in segments)
+        if finish_reason == "stop" or malformed:
+            # A stop string outside a tool block, or broken tags: answered in-band, as TAPO does.
+            if calls_used >= budget.max_tool_calls:
+                yield _flush(detok, traj)
+                yield finish("stop", "invalid")
+                return
+            calls_used += 1
+            traj.invalid_actions += 1
+            shown, ids = inject(protocol.invalid_action_message(enabled))
+            yield Injected(shown, ids, "invalid_action")
+            continue
+        yield _flush(detok, traj)
+        yield finish("stop", "no_answer")
+        return
+
+
+def _is_action(segment: Segment, enabled: tuple[str, ...]) -> bool:
+    if segment.kind is not SegmentKind.BLOCK:
+        return False
+    role = segment.block.role
+    return role is BlockRole.ANSWER or (role is BlockRole.TOOL and segment.block.name in enabled)
+
+
+def _flush(detok: IncrementalDetokenizer, traj: Trajectory) -> Token:
+    text = detok.flush()
+    traj.text += text
+    return Token(text, [])
+
+
+async def run_to_end(prompt_ids: Sequence[int], backend: Backend, tools: ToolRegistry, **kwargs: Any) -> Trajectory:
+    """Run one trajectory and return it (events discarded)."""
+    async for event in run(prompt_ids, backend, tools, **kwargs):
+        if isinstance(event, Done):
+            return event.trajectory
+    raise RuntimeError("the loop ended without a Done event")
+
+
+async def rollout(
+    prompts: Sequence[Sequence[int]],
+    backend: Backend,
+    tools: ToolRegistry,
+    *,
+    sampling: SamplingParams = SamplingParams(),
+    progress: bool = False,
+    **kwargs: Any,
+) -> list[Trajectory]:
+    """Many trajectories as concurrent tasks: one's tool call overlaps the others' generation.
+
+    With a seed, trajectory ``i`` samples with ``seed + 1000 * i`` so that a batch is reproducible
+    and its members differ.
+    """
+
+    def params_for(i: int) -> SamplingParams:
+        return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 1000 * i)
+
+    tasks = [asyncio.ensure_future(run_to_end(p, backend, tools, sampling=params_for(i), **kwargs)) for i, p in enumerate(prompts)]
+    if not progress:
+        return list(await asyncio.gather(*tasks))
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(tasks), desc="rollouts", unit="traj") as bar:
+        for task in asyncio.as_completed(tasks):
+            await task
+            bar.update(1)
+    return [t.result() for t in tasks]

@@ -1,0 +1,266 @@
+"""A tiny Qwen2-architecture model, built and trained locally in seconds, for offline tests.
+
+:func:`build_tiny_model` trains a byte-level BPE tokenizer (Qwen2's pre-tokenizer, ChatML template)
+and a small Qwen2 causal LM on the fixture trajectories of :mod:`agent_runtime.models.fixture_tasks`,
+tokenized exactly as the runtime tokenizes them. The result follows the TAPO format reliably and gets
+the answer right often but not always. :func:`tiny_model_path` caches one build per seed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import TAPO
+
+# Bump when anything below changes what gets built: cached builds are keyed by it.
+VERSION = "tiny-qwen2-v1"
+FIXTURE_FILE = "tapo_fixture.json"
+
+PAD_TOKEN, BOS_LIKE_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_LIKE_TOKEN, EOS_TOKEN)
+# Qwen2's pre-tokenizer pattern: digits split one per token; words keep their leading space.
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes and training budget (part of what :data:`VERSION` names)."""
+
+    vocab_size: int = 1536
+    hidden_size: int = 96
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    rope_theta: float = 10000.0
+    train_tasks: int = 3000
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 20
+
+
+SPEC = TinySpec()
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+
+def _tokenizer_corpus(seed: int) -> Iterator[str]:
+    for tools in (TAPO.tool_names, ("search",), ("code",), ()):
+        yield TAPO.system_prompt(tools)
+    for _ in range(8):  # the chat template's role names, so that they become single tokens
+        yield "system\nuser\nassistant\n"
+    for task in fixture_tasks(seed, SPEC.train_tasks):
+        yield task.question
+        for text, _ in trajectory_text(task):
+            yield text
+
+
+def build_tokenizer(seed: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with Qwen2's pre-tokenizer, trained on the fixture corpus; any text encodes."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=SPEC.vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is unknown
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(seed), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+# --- model ----------------------------------------------------------------------------------
+
+
+def build_untrained_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Qwen2ForCausalLM:
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=SPEC.hidden_size,
+        intermediate_size=SPEC.intermediate_size,
+        num_hidden_layers=SPEC.num_layers,
+        num_attention_heads=SPEC.num_heads,
+        num_key_value_heads=SPEC.num_kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": SPEC.rope_theta},
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(EOS_TOKEN),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config).float()
+
+
+def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, pieces: list[tuple[str, bool]]
+                   ) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` tokenized as the runtime does: each piece alone; loss on model text + EOS."""
+    ids = build_prompt_ids(tokenizer, TAPO, question)
+    labels = [-100] * len(ids)
+    for text, is_model_text in pieces:
+        piece_ids = tokenizer.encode(text, add_special_tokens=False)
+        ids += piece_ids
+        labels += piece_ids if is_model_text else [-100] * len(piece_ids)
+    eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    return ids + [eos], labels + [eos]
+
+
+def _shared_prefix_length(sequences: list[list[int]]) -> int:
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for s in sequences[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return n
+
+
+def _batch_loss(model: Qwen2ForCausalLM, batch: list[tuple[list[int], list[int]]], prefix: torch.Tensor,
+                pad: int) -> torch.Tensor:
+    """Mean token loss of ``batch``, whose rows all start with ``prefix`` (no loss falls on it).
+
+    The prefix's keys and values are computed once and repeated for each row; gradients flow
+    through them, so this equals the loss of the full padded batch, about 5x cheaper.
+    """
+    cut = prefix.shape[1]
+    rows = [(ids[cut:], labels[cut:]) for ids, labels in batch]
+    width = max(len(ids) for ids, _ in rows)
+    # Right padding: with causal attention, pads only follow real tokens, so no mask is needed.
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    cache = model.model(input_ids=prefix, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(rows))
+    return model(input_ids=input_ids, labels=labels, past_key_values=cache).loss
+
+
+def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int = 0,
+                  progress: bool = False) -> float:
+    """Trains ``model`` on the fixture trajectories in place; returns the final smoothed loss."""
+    examples = [encode_example(tokenizer, t.question, trajectory_text(t)) for t in fixture_tasks(seed, SPEC.train_tasks)]
+    pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    # Every prompt starts with the same long system prompt: run it once per step, not once per row.
+    prefix = torch.tensor([examples[0][0][:_shared_prefix_length([ids for ids, _ in examples])]])
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=SPEC.lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < SPEC.warmup_steps:
+            return (step + 1) / SPEC.warmup_steps
+        done = (step - SPEC.warmup_steps) / max(1, SPEC.steps - SPEC.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    steps = range(SPEC.steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc="training tiny model")
+    model.train()
+    smoothed = float("nan")
+    for step in steps:
+        batch = rng.sample(examples, SPEC.batch_size)
+        loss = _batch_loss(model, batch, prefix, pad)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        smoothed = loss.item() if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * loss.item()
+        if progress:
+            steps.set_postfix(loss=f"{smoothed:.3f}")
+    model.eval()
+    return smoothed
+
+
+# --- build and cache ------------------------------------------------------------------------
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0, train: bool = True, progress: bool = False) -> Path:
+    """Builds the tokenizer and model deterministically from ``seed`` into ``out_dir``; returns it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tokenizer = build_tokenizer(seed)
+        model = build_untrained_model(tokenizer, seed)
+        final_loss = train_fixture(model, tokenizer, seed, progress) if train else None
+    finally:
+        torch.set_num_threads(threads)
+    eos, pad = tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = {"version": VERSION, "seed": seed, "trained": train, "final_loss": final_loss, "spec": asdict(SPEC)}
+    (out_dir / FIXTURE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("TAPO_CACHE_DIR", Path.home() / ".cache" / "tapo"))
+
+
+def tiny_model_path(seed: int = 0) -> Path:
+    """A built-and-trained tiny model directory, cached under ``$TAPO_CACHE_DIR`` (``~/.cache/tapo``).
+
+    Safe across processes: one builds under an exclusive lock into a temporary directory that is
+    renamed into place atomically; the others wait on the lock and then find it built.
+    """
+    cache = _cache_dir()
+    target = cache / f"{VERSION}-seed{seed}"
+    if (target / FIXTURE_FILE).exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{VERSION}-seed{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (target / FIXTURE_FILE).exists():  # another process built it while we waited
+                return target
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+            try:
+                build_tiny_model(tmp, seed=seed, train=True)
+                if target.exists():  # a partial leftover without the fixture file
+                    shutil.rmtree(target)
+                os.rename(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target

@@ -1,0 +1,54 @@
+"""Turning a question or a chat history into prompt token ids under a protocol."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from agent_runtime.protocol import Protocol
+
+Message = Mapping[str, Any]
+
+
+def protocol_messages(protocol: Protocol, messages: Sequence[Message], enabled_tools: Sequence[str]) -> list[dict]:
+    """The protocol's system prompt first; a client's system message follows it in the same turn."""
+    system = protocol.system_prompt(enabled_tools)
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "system":
+            system = f"{system}\n\n{m['content']}"
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return [{"role": "system", "content": system}, *out]
+
+
+def base_prompt_text(protocol: Protocol, messages: Sequence[Message], enabled_tools: Sequence[str]) -> str:
+    """The plain-text variant for base models without a chat template."""
+    lines = [protocol.system_prompt(enabled_tools), ""]
+    for m in messages:
+        if m["role"] == "system":
+            lines.insert(1, m["content"])
+        elif m["role"] == "user":
+            lines.append(f"Question: {m['content']}")
+        else:
+            lines.append(f"Answer: {m['content']}")
+    return "\n".join(lines) + "\n"
+
+
+def build_prompt_ids(
+    tokenizer: Any,
+    protocol: Protocol,
+    messages: Sequence[Message] | str,
+    enabled_tools: Sequence[str] | None = None,
+) -> list[int]:
+    """Prompt ids for ``messages`` (or a single question), through the chat template when there is one."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    tools = protocol.tool_names if enabled_tools is None else tuple(enabled_tools)
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            protocol_messages(protocol, messages, tools), add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # BatchEncoding in transformers 5
+            ids = ids["input_ids"]
+        return list(ids)
+    return list(tokenizer.encode(base_prompt_text(protocol, messages, tools), add_special_tokens=True))

@@ -1,0 +1,105 @@
+"""The tool interface: a named async call on one string argument, and a registry of them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool returns: the text the model sees, whether it worked, and optional structured hits."""
+
+    text: str
+    ok: bool = True
+    hits: list[dict[str, Any]] = field(default_factory=list)  # search results: {title, url, score}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    name: str
+    output: ToolOutput
+    seconds: float
+
+
+@runtime_checkable
+class Tool(Protocol):
+    name: str
+
+    async def __call__(self, argument: str) -> ToolOutput: ...
+
+
+# Sync tools run here. It must be as large as the number of concurrent trajectories, or tool calls
+# queue behind each other (asyncio's default executor has min(32, cpus + 4) threads).
+_SYNC_TOOL_POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="tool")
+
+
+class FunctionTool:
+    """A tool from a plain function ``str -> str | ToolOutput``, sync or async.
+
+    Sync functions run on a large thread pool so that many trajectories' calls overlap.
+    An exception becomes an in-band error for the model (``ok=False``), never a crash.
+    """
+
+    def __init__(self, name: str, fn: Callable[[str], Any]) -> None:
+        self.name = name
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    async def __call__(self, argument: str) -> ToolOutput:
+        if self._is_async:
+            value = await self._fn(argument)
+        else:
+            value = await asyncio.get_running_loop().run_in_executor(_SYNC_TOOL_POOL, self._fn, argument)
+        return value if isinstance(value, ToolOutput) else ToolOutput(str(value))
+
+
+class ToolRegistry:
+    """Tools by name. ``call`` times the tool and turns its failures into in-band errors."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"a tool named {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+
+    def add_function(self, name: str, fn: Callable[[str], Any | Awaitable[Any]]) -> None:
+        self.register(FunctionTool(name, fn))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tools
+
+    async def aclose(self) -> None:
+        """Release what the tools hold (sandbox workers, HTTP clients)."""
+        for tool in self._tools.values():
+            close = getattr(tool, "aclose", None) or getattr(tool, "close", None)
+            if close is not None:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+
+    async def call(self, name: str, argument: str, timeout: float | None = None) -> ToolResult:
+        start = time.perf_counter()
+        tool = self._tools.get(name)
+        if tool is None:
+            output = ToolOutput(f"Error: no tool named {name!r} is available.", ok=False)
+        else:
+            try:
+                output = await asyncio.wait_for(tool(argument), timeout)
+            except asyncio.TimeoutError:
+                output = ToolOutput(f"Error: {name} timed out after {timeout:g} s.", ok=False)
+            except Exception as exc:  # the model sees the failure; the loop goes on
+                output = ToolOutput(f"Error: {type(exc).__name__}: {exc}", ok=False)
+        return ToolResult(name, output, time.perf_counter() - start)

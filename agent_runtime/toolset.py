@@ -1,0 +1,42 @@
+"""The tools an agent gets from the shared command-line options."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent_runtime.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+SEARCH_BACKENDS = ("bm25", "retriever", "searxng", "serper", "none")
+
+
+def default_tools(
+    *,
+    search_backend: str = "bm25",
+    search_index: str | Path | None = None,
+    search_url: str | None = None,
+    code: bool = True,
+    unsafe_unsandboxed: bool = False,
+) -> ToolRegistry:
+    """``code`` in the sandbox, and ``search`` on the chosen backend.
+
+    ``bm25`` without an index gives no search tool (said in the log). Configuration errors
+    (a missing index directory, URL or API key; no usable sandbox) raise ``ValueError`` subclasses
+    with a message for the user.
+    """
+    from agent_runtime.search.factory import make_search_tool
+
+    tools = ToolRegistry()
+    if code:
+        from agent_runtime.sandbox import CodeTool
+
+        tools.register(CodeTool(unsafe_unsandboxed=unsafe_unsandboxed))
+    if search_backend == "bm25" and search_index is None:
+        log.info("no --search-index given: the agent has no search tool")
+    else:
+        tool = make_search_tool(search_backend, index=search_index, url=search_url)
+        if tool is not None:
+            tools.register(tool)
+    return tools

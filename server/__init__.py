@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server that runs the agent loop server-side (FastAPI + sse-starlette)."""

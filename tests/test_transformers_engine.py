@@ -1,0 +1,117 @@
+"""The slot engine against plain transformers, on more than one architecture."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from agent_runtime.backends.base import SamplingParams
+from agent_runtime.backends.transformers_engine import TransformersBackend
+
+VOCAB = 96
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {f"w{i}": i for i in range(VOCAB)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")), eos_token="w1")
+
+
+def random_model(arch: str):
+    torch.manual_seed(0)
+    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, eos_token_id=1)
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common)).eval()
+    return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+
+
+async def generate(backend, prompt, params):
+    ids, logprobs, finish = [], [], None
+    async for chunk in backend.generate(prompt, params):
+        ids += chunk.token_ids
+        logprobs += chunk.logprobs
+        finish = chunk.finish_reason
+    return ids, logprobs, finish
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+async def test_batched_slots_match_plain_transformers(arch):
+    model, tokenizer = random_model(arch), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=4)
+    prompts = [[5 + i] * (3 + 7 * i) for i in range(6)]  # more requests than slots, different lengths
+    try:
+        results = await asyncio.gather(*(generate(backend, p, SamplingParams(max_tokens=12, temperature=0)) for p in prompts))
+        for prompt, (ids, logprobs, _) in zip(prompts, results):
+            expected = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=1,
+                                      pad_token_id=0)[0, len(prompt):].tolist()
+            assert ids == expected[: len(ids)]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], dim=-1)
+            for k, tok in enumerate(ids):
+                assert logprobs[k] == pytest.approx(float(logp[len(prompt) + k - 1, tok]), abs=1e-4)
+    finally:
+        await backend.aclose()
+
+
+async def test_continuation_reuses_the_parked_slot():
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=2)
+    try:
+        prompt = list(range(10, 60))
+        ids, _, _ = await generate(backend, prompt, SamplingParams(max_tokens=5, temperature=0))
+        before = dict(backend.stats)
+        continued = prompt + ids + [7, 8, 9]
+        more, logprobs, _ = await generate(backend, continued, SamplingParams(max_tokens=5, temperature=0))
+        assert backend.stats["reused_tokens"] - before["reused_tokens"] == len(prompt) + len(ids) - 1
+        assert backend.stats["prefill_tokens"] - before["prefill_tokens"] == 4  # last sampled token + 3 injected
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([continued + more])).logits[0], dim=-1)
+        for k, tok in enumerate(more):
+            assert logprobs[k] == pytest.approx(float(logp[len(continued) + k - 1, tok]), abs=1e-4)
+    finally:
+        await backend.aclose()
+
+
+async def test_stop_strings_end_the_request_and_keep_their_tokens():
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=2)
+    try:
+        free_ids, _, _ = await generate(backend, [3, 4, 5], SamplingParams(max_tokens=10, temperature=0))
+        stop = tokenizer.decode(free_ids[2:3])
+        ids, _, finish = await generate(backend, [3, 4, 5], SamplingParams(max_tokens=10, temperature=0, stop=(stop,)))
+        assert finish == "stop" and ids == free_ids[: free_ids.index(free_ids[2]) + 1]
+    finally:
+        await backend.aclose()
+
+
+async def test_top_p_sampling_stays_in_the_nucleus():
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=8)
+    prompt = [3, 4, 5]
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([prompt])).logits[0, -1], dim=-1)
+    order = torch.argsort(probs, descending=True).tolist()
+    nucleus = set(order[: int((torch.cumsum(probs[order], 0) < 0.5).sum()) + 1])
+    try:
+        firsts = await asyncio.gather(
+            *(generate(backend, prompt, SamplingParams(max_tokens=1, temperature=1.0, top_p=0.5, seed=s)) for s in range(24))
+        )
+        assert {ids[0] for ids, _, _ in firsts} <= nucleus
+    finally:
+        await backend.aclose()
+
+
+async def test_a_failing_request_does_not_stop_the_engine():
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=2)
+    try:
+        with pytest.raises(IndexError):
+            await generate(backend, [VOCAB + 50], SamplingParams(max_tokens=3, temperature=0))  # id out of range
+        ids, _, _ = await generate(backend, [3, 4], SamplingParams(max_tokens=3, temperature=0))
+        assert len(ids) == 3
+    finally:
+        await backend.aclose()
