@@ -147,6 +147,44 @@ async def _print_run(prompt, backend, tools, protocol, budget, sampling, as_json
         await backend.aclose()
 
 
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    engine: EngineOpt = "auto",
+    engine_url: EngineUrlOpt = None,
+    protocol: ProtocolOpt = "tapo",
+    search_backend: SearchBackendOpt = "bm25",
+    search_index: SearchIndexOpt = None,
+    search_url: SearchUrlOpt = None,
+    max_tool_calls: MaxToolCallsOpt = 4,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; loopback by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAPO_API_KEY", help="Require this bearer key.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback host without a key.")] = False,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Requests at once; more get 503.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default model-token cap per reply.")] = 2048,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Default when a request has none.")] = 0.0,
+) -> None:
+    """Serve the OpenAI-compatible API; the agent loop runs server-side."""
+    import uvicorn
+
+    from agent_runtime.sandbox import SandboxUnavailableError
+    from server.app import create_app
+    from server.build import build_state, check_exposure
+
+    try:
+        check_exposure(host, api_key, insecure)
+        state = build_state(
+            model=model, engine=engine, engine_url=engine_url, protocol=protocol, search_backend=search_backend,
+            search_index=search_index, search_url=search_url, max_tool_calls=max_tool_calls, max_tokens=max_tokens,
+            temperature=temperature, api_key=api_key, max_concurrency=max_concurrency,
+        )
+    except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
+        _fail(str(exc))
+    err.print(f"serving {state.model_name} on http://{host}:{port}/v1 (OpenAI-compatible)", highlight=False)
+    uvicorn.run(create_app(state), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
 @app.command("exec")
 def exec_code(
     code: Annotated[Optional[str], typer.Option("--code", help="Python to run; read from stdin when omitted.")] = None,

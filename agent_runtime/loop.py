@@ -63,17 +63,20 @@ async def run(
     budget: Budget = Budget(),
     sampling: SamplingParams = SamplingParams(),
     enabled_tools: Sequence[str] | None = None,
+    stop: Sequence[str] = (),
 ) -> AsyncIterator[Event]:
     """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
 
     Closing the generator (or cancelling the task that iterates it) stops generation and cancels
     a running tool call. A prompt that leaves no room to generate raises :class:`PromptTooLongError`.
+    ``stop``: the caller's own stop strings; one of them ends the trajectory (``stop_sequence``).
     """
     if len(prompt_ids) >= backend.info.context_length:
         raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
     tokenizer = backend.tokenizer
     enabled = enabled_tool_names(protocol, tools, enabled_tools)
-    stops = protocol.stop_strings(enabled)
+    user_stops = tuple(s for s in stop if s)
+    stops = protocol.stop_strings(enabled) + user_stops
     traj = Trajectory(prompt_ids=list(prompt_ids))
     detok = IncrementalDetokenizer(tokenizer)
     started = time.monotonic()
@@ -172,6 +175,11 @@ async def run(
             continue
 
         answer = _final_answer(protocol, segments, turn_text)
+        if finish_reason == "stop" and chunk is not None and chunk.stop_str in user_stops:
+            traj.answer = answer
+            yield _flush(detok, traj)
+            yield finish("stop", "stop_sequence")
+            return
         if finish_reason == "length":
             yield _flush(detok, traj)
             full = len(traj.prompt_ids) + len(traj.completion_ids) >= backend.info.context_length - 1

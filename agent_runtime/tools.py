@@ -81,6 +81,15 @@ class ToolRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._tools
 
+    async def astart(self) -> None:
+        """Warm what the tools hold (sandbox workers) so that the first call is not the slow one."""
+        for tool in self._tools.values():
+            start = getattr(tool, "start", None)
+            if start is not None:
+                result = start()
+                if inspect.isawaitable(result):
+                    await result
+
     async def aclose(self) -> None:
         """Release what the tools hold (sandbox workers, HTTP clients)."""
         for tool in self._tools.values():

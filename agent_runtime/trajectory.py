@@ -16,6 +16,7 @@ AgentFinishReason = Literal[
     "max_tokens",  # the per-trajectory model-token budget
     "context",  # the context window
     "wall_clock",  # the time budget
+    "stop_sequence",  # one of the caller's stop strings
     "abort",  # the engine gave up
 ]
 

@@ -262,3 +262,10 @@ def test_done_is_last(tiny_tokenizer):
     backend = ScriptedBackend(tiny_tokenizer, ["<answer>x</answer>" + EOS])
     events = asyncio.run(collect(run(PROMPT, backend, registry())))
     assert isinstance(events[-1], Done) and sum(isinstance(e, Done) for e in events) == 1
+
+
+async def test_a_caller_stop_string_ends_the_trajectory(tiny_tokenizer):
+    backend = ScriptedBackend(tiny_tokenizer, ["<think>a</think><answer>one two STOP three</answer>" + EOS])
+    done = (await collect(run(PROMPT, backend, registry(code=str), stop=["STOP"])))[-1]
+    assert (done.finish_reason, done.agent_finish_reason) == ("stop", "stop_sequence")
+    assert done.trajectory.text.endswith("STOP")

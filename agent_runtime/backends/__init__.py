@@ -46,8 +46,11 @@ def make_backend(model: str, engine: str = "auto", engine_url: str | None = None
     if engine == "remote":
         if not engine_url:
             raise ValueError("--engine remote needs --engine-url")
-        from agent_runtime.backends.remote import RemoteBackend
+        from agent_runtime.backends.remote import RemoteBackend, served_model
 
+        name, context_length = served_model(engine_url)
+        kwargs.setdefault("model", name)
+        kwargs.setdefault("context_length", context_length)
         return RemoteBackend.from_tokenizer_path(engine_url, model, **kwargs)
     from agent_runtime.backends.vllm_engine import VLLMBackend
 

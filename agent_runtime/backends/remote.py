@@ -164,6 +164,23 @@ class RemoteBackend:
 # ---- pure helpers ----------------------------------------------------------------------------
 
 
+def served_model(base_url: str, timeout: float = 10.0) -> tuple[str | None, int | None]:
+    """The first model a server lists at ``/v1/models`` (the name requests must use) and its
+    ``max_model_len`` (vLLM and ours list it), or ``(None, None)``."""
+    url = completions_url(base_url).rsplit("/", 1)[0] + "/models"
+    try:
+        response = httpx.get(url, timeout=timeout)
+        response.raise_for_status()
+        data = response.json().get("data") or []
+        if not data:
+            return None, None
+        length = data[0].get("max_model_len")
+        return str(data[0]["id"]), int(length) if isinstance(length, int) else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("could not list models at %s: %s", url, exc)
+        return None, None
+
+
 def completions_url(base_url: str) -> str:
     """``http://host:port`` or ``http://host:port/v1`` (trailing slash or not) -> the completions URL."""
     url = base_url.rstrip("/")

@@ -267,6 +267,9 @@ class TransformersBackend:
         new = req.prompt_ids[reused:]
         self.stats["prefill_tokens"] += len(new)
         self.stats["reused_tokens"] += reused
+        if len(new) == 1:
+            req.pending = new[0]  # one token to feed: it joins the next batched decode step
+            return
         logits = self._forward([slot.index], [reused], torch.tensor([new], device=self.device))
         slot.ids.extend(new)
         self._emit(req, logits[0])

@@ -136,11 +136,12 @@ def bwrap_args(tools: Tools, limits: SandboxLimits, host_uid: int | None, seccom
     # --unshare-all would also try a user namespace; as root we want none (setpriv drops us instead).
     args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     args += ["--hostname", "sandbox"]
-    args += _mount_args()
     tmp_bytes = limits.tmp_mb << 20
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--perms", "1777", "--size", str(max(1 << 20, tmp_bytes // 4)), "--tmpfs", "/dev/shm"]
+    # After the tmpfs: an interpreter that lives under /tmp (a CI clone's venv) is bound on top of it.
+    args += _mount_args()
     source = worker_source_dir()
     args += ["--perms", "0755", "--dir", os.path.dirname(WORKER_DIR), "--perms", "0755", "--dir", WORKER_DIR]
     for name in WORKER_FILES:

@@ -1,0 +1,69 @@
+"""Build a server's state from the shared command-line options."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+from agent_runtime.backends import make_backend
+from agent_runtime.budget import Budget
+from agent_runtime.models.resolve import resolve_model
+from agent_runtime.protocol import get_protocol
+from agent_runtime.toolset import default_tools
+from server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+    """Off loopback, the API runs code for whoever reaches it: demand a key unless told otherwise."""
+    if api_key or insecure:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"--host {host} exposes a server that runs model-written code: set --api-key KEY "
+            "(or pass --insecure to accept the risk)"
+        )
+
+
+def served_name(model: str | None, resolved: str) -> str:
+    if model is None:
+        return "tapo-default"
+    path = Path(resolved)
+    return path.name if path.exists() else resolved
+
+
+def build_state(
+    *,
+    model: str | None = None,
+    engine: str = "auto",
+    engine_url: str | None = None,
+    protocol: str = "tapo",
+    search_backend: str = "bm25",
+    search_index: str | Path | None = None,
+    search_url: str | None = None,
+    max_tool_calls: int = 4,
+    max_tokens: int = 2048,
+    temperature: float = 0.0,
+    api_key: str | None = None,
+    max_concurrency: int = 32,
+    unsafe_unsandboxed: bool = False,
+) -> ServerState:
+    proto = get_protocol(protocol)
+    budget = Budget(max_tool_calls=max_tool_calls, max_total_tokens=max_tokens)
+    tools = default_tools(search_backend=search_backend, search_index=search_index, search_url=search_url,
+                          unsafe_unsandboxed=unsafe_unsandboxed)
+    resolved = resolve_model(model)
+    backend = make_backend(resolved, engine, engine_url)
+    state = ServerState(
+        backend=backend, tools=tools, model_name=served_name(model, resolved), protocol=proto, budget=budget,
+        temperature=temperature, api_key=api_key, max_concurrency=max_concurrency,
+    )
+    log.info("serving model=%s engine=%s tools=%s protocol=%s", state.model_name, backend.info.name,
+             ",".join(tools.names) or "none", proto.name)
+    return state

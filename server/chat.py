@@ -1,0 +1,299 @@
+"""``/v1/chat/completions``: the agent loop runs server-side; tool steps stream to the client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
+
+from agent_runtime.backends.base import PromptTooLongError, SamplingParams
+from agent_runtime.budget import Budget
+from agent_runtime.events import Done, Event, Token, ToolResult
+from agent_runtime.loop import enabled_tool_names, run
+from agent_runtime.parser import SegmentKind, parse
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import BlockRole, Protocol, get_protocol
+from server.errors import APIError, bad_request
+from server.reply import ReplyBuilder, ReplyDelta
+from server.schemas import ChatCompletionRequest, ChatMessage
+from server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatPlan:
+    """A validated request, ready to run."""
+
+    id: str
+    created: int
+    model: str
+    protocol: Protocol
+    prompt_ids: list[int]
+    tools: tuple[str, ...]
+    budget: Budget
+    sampling: SamplingParams
+    stops: list[str]
+    include_usage: bool
+    tokenizer: Any
+
+
+def refuse_unsupported(req: ChatCompletionRequest) -> None:
+    """Parameters this server cannot honour get a 400 that names them, never a silent ignore."""
+    if req.n not in (None, 1):
+        raise bad_request("n > 1 is not supported: send one request per completion", "n")
+    if req.logprobs:
+        raise bad_request("logprobs are not returned by chat completions here; use /v1/completions", "logprobs")
+    if req.top_logprobs:
+        raise bad_request("top_logprobs is not supported", "top_logprobs")
+    if req.response_format and req.response_format.get("type", "text") != "text":
+        raise bad_request("only response_format {\"type\": \"text\"} is supported", "response_format")
+    if req.tools or req.functions:
+        raise bad_request(
+            "this server runs its own tools (search, code) inside the agent loop and does not return function "
+            "calls to the client; remove `tools` and choose the server's tools with the `agent` field, e.g. "
+            "{\"agent\": {\"tools\": [\"code\"]}}",
+            "tools" if req.tools else "functions",
+        )
+    if req.tool_choice not in (None, "none", "auto"):
+        raise bad_request("tool_choice is not supported: the server decides tool calls in the agent loop", "tool_choice")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(req, name):
+            raise bad_request(f"{name} is not supported", name)
+    for i, message in enumerate(req.messages):
+        if message.role == "tool":
+            raise bad_request("tool messages are not accepted: the server runs tools itself", f"messages.{i}.role")
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if part.type != "text":
+                    raise bad_request(f"content parts of type {part.type!r} are not supported (text only)",
+                                      f"messages.{i}.content.{j}.type")
+
+
+def history_messages(protocol: Protocol, messages: list[ChatMessage]) -> list[dict]:
+    """The conversation as the model sees it; earlier assistant turns keep only their answer."""
+    out = []
+    for message in messages:
+        role = "system" if message.role == "developer" else message.role
+        text = message.text()
+        if role == "assistant":
+            text = assistant_history_text(protocol, text)
+        out.append({"role": role, "content": text})
+    return out
+
+
+def assistant_history_text(protocol: Protocol, text: str) -> str:
+    """Drop reasoning and tool blocks from an earlier reply; present its answer as the protocol does."""
+    if protocol.boxed_answer:
+        return text
+    answer = protocol.block("answer")
+    segments = parse(protocol, text)
+    answers = [s.text.strip() for s in segments if s.kind is SegmentKind.BLOCK and s.block.role is BlockRole.ANSWER]
+    plain = "".join(s.text for s in segments if s.kind is SegmentKind.PLAIN).strip()
+    body = answers[-1] if answers else plain
+    return f"{answer.open}{body}{answer.close}"
+
+
+def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
+    refuse_unsupported(req)
+    if req.model != state.model_name:
+        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {state.model_name!r}",
+                       type="not_found_error", param="model", code="model_not_found")
+    options = req.agent
+    try:
+        protocol = get_protocol(options.protocol) if options.protocol else state.protocol
+    except ValueError as exc:
+        raise bad_request(str(exc), "agent.protocol") from None
+    if options.tools is True:
+        wanted = None
+    elif options.tools is False:
+        wanted = ()
+    else:
+        unknown = [t for t in options.tools if t not in state.tools.names]
+        if unknown:
+            raise bad_request(f"unknown tools {unknown}; this server has {list(state.tools.names)}", "agent.tools")
+        wanted = tuple(options.tools)
+    tools = enabled_tool_names(protocol, state.tools, wanted)
+    max_tokens = req.max_completion_tokens or req.max_tokens or state.budget.max_total_tokens
+    budget = replace(
+        state.budget,
+        max_total_tokens=max_tokens,
+        max_tool_calls=state.budget.max_tool_calls if options.max_tool_calls is None else options.max_tool_calls,
+        max_tokens_per_turn=options.max_tokens_per_turn or state.budget.max_tokens_per_turn,
+        wall_clock_s=options.wall_clock_s or state.budget.wall_clock_s,
+    )
+    prompt_ids = build_prompt_ids(state.backend.tokenizer, protocol, history_messages(protocol, req.messages), tools)
+    context = state.backend.info.context_length
+    if len(prompt_ids) >= context:
+        raise bad_request(
+            f"this model's maximum context length is {context} tokens; the messages take {len(prompt_ids)}",
+            "messages",
+            code="context_length_exceeded",
+        )
+    temperature = state.temperature if req.temperature is None else req.temperature
+    return ChatPlan(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=state.model_name,
+        protocol=protocol,
+        prompt_ids=prompt_ids,
+        tools=tools,
+        budget=budget,
+        sampling=SamplingParams(temperature=temperature, top_p=req.top_p or 1.0, seed=req.seed),
+        stops=req.stops,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        tokenizer=state.backend.tokenizer,
+    )
+
+
+async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState):
+    plan = plan_chat(req, state)
+    slot = state.limiter.acquire()
+    events = _observed(plan, state)
+    if req.stream:
+        return EventSourceResponse(
+            _stream(plan, events, slot.release),
+            ping=15,
+            background=BackgroundTask(slot.release),
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        return JSONResponse(await _complete(plan, events, request))
+    finally:
+        slot.release()
+
+
+async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
+    """The loop's events, with metrics recorded on the way."""
+    metrics = state.metrics
+    started = time.perf_counter()
+    first_token = True
+    metrics.in_flight.inc()
+    try:
+        async for event in run(plan.prompt_ids, state.backend, state.tools, protocol=plan.protocol,
+                               budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops):
+            if first_token and isinstance(event, Token) and event.token_ids:
+                metrics.ttft.labels("chat").observe(time.perf_counter() - started)
+                first_token = False
+            elif isinstance(event, ToolResult):
+                metrics.tool_calls.labels(event.name, "ok" if event.output.ok else "error").inc()
+                metrics.tool_latency.labels(event.name).observe(event.seconds)
+            elif isinstance(event, Done):
+                u = event.usage
+                metrics.count_usage(u.prompt_tokens, u.completion_tokens, u.injected_tokens)
+            yield event
+    finally:
+        metrics.in_flight.dec()
+        metrics.latency.labels("chat").observe(time.perf_counter() - started)
+
+
+def _usage(done: Done, builder: ReplyBuilder, tokenizer: Any) -> dict:
+    u = done.usage
+    content_tokens = len(tokenizer.encode(builder.content, add_special_tokens=False)) if builder.content else 0
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        # Everything the model wrote that is not the final content (re-tokenized estimate).
+        "completion_tokens_details": {"reasoning_tokens": max(0, u.completion_tokens - content_tokens)},
+        "injected_tokens": u.injected_tokens,  # tool output, not generated: an extension field
+    }
+
+
+async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Request) -> dict:
+    """Run to the end; a client that disconnects meanwhile cancels the run (and its sandbox work)."""
+    builder = ReplyBuilder(plan.protocol, plan.id)
+
+    async def consume() -> Done:
+        done = None
+        async for event in events:
+            builder.feed(event)
+            if isinstance(event, Done):
+                done = event
+        return done
+
+    task = asyncio.ensure_future(consume())
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            break
+    try:
+        done = await task
+    except PromptTooLongError as exc:
+        raise bad_request(str(exc), "messages", code="context_length_exceeded") from None
+    message = {
+        "role": "assistant",
+        "content": builder.content,
+        "refusal": None,
+        "reasoning_content": builder.reasoning,
+        "reasoning": builder.reasoning,
+        "tool_steps": [s.model_dump() for s in builder.steps.values()],
+    }
+    return {
+        "id": plan.id,
+        "object": "chat.completion",
+        "created": plan.created,
+        "model": plan.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": done.finish_reason,
+            "agent_finish_reason": done.agent_finish_reason,
+            "logprobs": None,
+        }],
+        "usage": _usage(done, builder, plan.tokenizer),
+    }
+
+
+def _chunk(plan: ChatPlan, delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None, **extra}
+    return json.dumps({"id": plan.id, "object": "chat.completion.chunk", "created": plan.created,
+                       "model": plan.model, "choices": [choice]})
+
+
+def _delta_body(d: ReplyDelta) -> dict:
+    body: dict[str, Any] = {}
+    if d.reasoning:
+        body["reasoning"] = body["reasoning_content"] = d.reasoning  # vLLM's new name and SGLang's
+    if d.content:
+        body["content"] = d.content
+    if d.tool_step is not None:
+        body["tool_step"] = d.tool_step.model_dump()
+    return body
+
+
+async def _stream(plan: ChatPlan, events: AsyncIterator[Event], release) -> AsyncIterator[dict]:
+    builder = ReplyBuilder(plan.protocol, plan.id)
+    try:
+        yield {"data": _chunk(plan, {"role": "assistant", "content": ""})}
+        async for event in events:
+            for delta in builder.feed(event):
+                yield {"data": _chunk(plan, _delta_body(delta))}
+            if isinstance(event, Done):
+                yield {"data": _chunk(plan, {}, event.finish_reason, agent_finish_reason=event.agent_finish_reason)}
+                if plan.include_usage:
+                    yield {"data": json.dumps({
+                        "id": plan.id, "object": "chat.completion.chunk", "created": plan.created,
+                        "model": plan.model, "choices": [], "usage": _usage(event, builder, plan.tokenizer),
+                    })}
+    except asyncio.CancelledError:
+        raise  # the client went away: the loop's generator is closed, its tool call cancelled
+    except PromptTooLongError as exc:
+        yield {"data": json.dumps(bad_request(str(exc), "messages", code="context_length_exceeded").body())}
+    except Exception:
+        log.exception("chat stream failed id=%s", plan.id)
+        yield {"data": json.dumps(APIError(500, "the generation failed", type="server_error").body())}
+    finally:
+        release()
+        await events.aclose()
+    yield {"data": "[DONE]"}

@@ -1,0 +1,144 @@
+"""Request and extension models of the HTTP API.
+
+Unknown request fields are ignored (clients send many); fields we cannot honour are refused with
+a 400 that names them, in :mod:`server.chat` and :mod:`server.completions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Lenient):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text; parts other than text are refused by the caller before this."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class AgentOptions(_Lenient):
+    """Extension body field ``agent``: how the server runs the loop for this request."""
+
+    tools: bool | list[str] = True  # on, off, or the names of the tools to enable
+    max_tool_calls: int | None = Field(default=None, ge=0, le=64)
+    protocol: str | None = None
+    max_tokens_per_turn: int | None = Field(default=None, ge=1)
+    wall_clock_s: float | None = Field(default=None, gt=0, le=3600)
+
+
+StopField = str | list[str] | None
+
+
+def _stops(value: StopField) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class ChatCompletionRequest(_Lenient):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: StopField = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    agent: AgentOptions = Field(default_factory=AgentOptions)
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: StopField) -> StopField:
+        if len(_stops(value)) > 8:
+            raise ValueError("at most 8 stop sequences")
+        return value
+
+    @property
+    def stops(self) -> list[str]:
+        return _stops(self.stop)
+
+
+class CompletionRequest(_Lenient):
+    """``/v1/completions``: raw generation, no tools. Speaks vLLM's token-id extensions."""
+
+    model: str
+    prompt: str | list[int] | list[str] | list[list[int]]
+    max_tokens: int = Field(default=16, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: StopField = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1)
+    logprobs: int | None = Field(default=None, ge=0)
+    echo: bool | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+    return_token_ids: bool = False
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    # vLLM sampling fields the remote backend sends as neutral values; other values are refused.
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    @property
+    def stops(self) -> list[str]:
+        return _stops(self.stop)
+
+
+class SearchHit(BaseModel):
+    title: str
+    url: str = ""
+    score: float | None = None
+
+
+class ToolStep(BaseModel):
+    """One tool call of a reply: sent when it starts (``running``) and again, same ``id``, when done."""
+
+    id: str
+    index: int
+    name: str
+    arguments: str
+    status: Literal["running", "done"]
+    ok: bool | None = None
+    output: str | None = None
+    hits: list[SearchHit] = Field(default_factory=list)
+    seconds: float | None = None
+    injected_tokens: int | None = None
