@@ -1,10 +1,11 @@
-# Two entry points: `make demo` (the main job) and `make test`. Both build the virtual environment first.
+# Two entry points: `make demo` (the main job: the server on the built-in model) and `make test`.
+# Both build the virtual environment first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev
-QUESTION ?= What is 4821 * 37?
+PORT ?= 8000
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/tapo run "$(QUESTION)"
+	$(VENV)/bin/tapo serve --port $(PORT)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

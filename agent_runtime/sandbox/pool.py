@@ -240,17 +240,7 @@ class SandboxPool:
     # ------------------------------------------------------------ results
 
     def _result(self, reply: dict[str, Any], timeout: float) -> ExecResult:
-        text, truncated = output.render(reply, timeout, self.limits.max_output_chars)
-        return ExecResult(
-            ok=bool(reply.get("ok")),
-            output=text,
-            seconds=float(reply.get("seconds", 0.0)),
-            exit_code=reply.get("exit_code"),
-            signal=reply.get("signal"),
-            timed_out=bool(reply.get("timed_out")),
-            memory_exceeded=bool(reply.get("memory_exceeded")),
-            truncated=truncated,
-        )
+        return ExecResult.from_reply(reply, timeout, self.limits.max_output_chars, sandboxed=True)
 
     def _failure(self, timeout: float, *, timed_out: bool = False, message: str) -> ExecResult:
         note = output.ending_note({"timed_out": True}, timeout, True) if timed_out else ""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agent_runtime.sandbox import output
+
 
 @dataclass(frozen=True)
 class ExecResult:
@@ -19,6 +21,22 @@ class ExecResult:
     memory_exceeded: bool = False  # the call's processes together held more than call_memory_mb
     truncated: bool = False
     sandboxed: bool = True
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any], timeout: float, max_output_chars: int, *, sandboxed: bool) -> "ExecResult":
+        """The result of a worker's reply, its output shaped for the model."""
+        text, truncated = output.render(reply, timeout, max_output_chars)
+        return cls(
+            ok=bool(reply.get("ok")),
+            output=text,
+            seconds=float(reply.get("seconds", 0.0)),
+            exit_code=reply.get("exit_code"),
+            signal=reply.get("signal"),
+            timed_out=bool(reply.get("timed_out")),
+            memory_exceeded=bool(reply.get("memory_exceeded")),
+            truncated=truncated,
+            sandboxed=sandboxed,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,6 @@ import sys
 import tempfile
 from typing import Any
 
-from agent_runtime.sandbox import output
 from agent_runtime.sandbox.bwrap import THREAD_ENV, worker_source_dir
 from agent_runtime.sandbox.framing import HEADER, decode_body, encode_frame, frame_length
 from agent_runtime.sandbox.limits import SandboxLimits
@@ -110,18 +109,7 @@ class UnsandboxedRunner:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        text, truncated = output.render(reply, timeout, self.limits.max_output_chars)
-        return ExecResult(
-            ok=bool(reply.get("ok")),
-            output=text,
-            seconds=float(reply.get("seconds", 0.0)),
-            exit_code=reply.get("exit_code"),
-            signal=reply.get("signal"),
-            timed_out=bool(reply.get("timed_out")),
-            memory_exceeded=bool(reply.get("memory_exceeded")),
-            truncated=truncated,
-            sandboxed=False,
-        )
+        return ExecResult.from_reply(reply, timeout, self.limits.max_output_chars, sandboxed=False)
 
     async def start(self) -> None:
         return None
