@@ -83,11 +83,6 @@ async def run(
     deadline = started + budget.wall_clock_s if budget.wall_clock_s is not None else None
     calls_used = 0  # tool calls and invalid actions, against budget.max_tool_calls
 
-    def finish(reason: FinishReason, agent_reason: AgentFinishReason) -> Done:
-        traj.finish_reason, traj.agent_finish_reason = reason, agent_reason
-        traj.wall_seconds = time.monotonic() - started
-        return Done(reason, agent_reason, traj.usage, traj)
-
     def inject(text: str) -> tuple[str, list[int]]:
         ids = tokenizer.encode(text, add_special_tokens=False)
         traj.append(ids, model=False)
@@ -95,17 +90,16 @@ async def run(
         traj.text += shown
         return shown, ids
 
+    ending: tuple[FinishReason, AgentFinishReason]
     while True:
         model_tokens = sum(traj.mask)
         room = backend.info.context_length - len(traj.prompt_ids) - len(traj.completion_ids)
         if room <= 0:
-            yield _flush(detok, traj)
-            yield finish("length", "context")
-            return
+            ending = ("length", "context")
+            break
         if model_tokens >= budget.max_total_tokens:
-            yield _flush(detok, traj)
-            yield finish("length", "max_tokens")
-            return
+            ending = ("length", "max_tokens")
+            break
         params = replace(
             sampling,
             max_tokens=min(budget.max_tokens_per_turn, budget.max_total_tokens - model_tokens, room),
@@ -116,6 +110,7 @@ async def run(
         segments: list[Segment] = []
         first_action: Segment | None = None  # the first tool call or answer of this turn
         turn_text = ""
+        chunk = None
         finish_reason = None
         turn_started = time.monotonic()
         stream = backend.generate(traj.prompt_ids + traj.completion_ids, params)
@@ -137,21 +132,18 @@ async def run(
                 if finish_reason is not None:
                     break
         except _WallClock:
-            traj.generation_seconds += time.monotonic() - turn_started
-            yield _flush(detok, traj)
-            yield finish("stop", "wall_clock")
-            return
+            ending = ("stop", "wall_clock")
+            break
         finally:
+            traj.generation_seconds += time.monotonic() - turn_started
             await stream.aclose()
-        traj.generation_seconds += time.monotonic() - turn_started
         traj.turns += 1
         segments.extend(e for e in parser.close() if isinstance(e, Segment))
 
         if first_action is not None and first_action.block.role is BlockRole.TOOL:
             if calls_used >= budget.max_tool_calls:
-                yield _flush(detok, traj)
-                yield finish("stop", "tool_budget")
-                return
+                ending = ("stop", "tool_budget")
+                break
             calls_used += 1
             name, argument = first_action.block.name, first_action.text.strip()
             index = len(traj.tool_calls)
@@ -163,8 +155,8 @@ async def run(
             result = await tools.call(name, argument, timeout=timeout)
             traj.tool_seconds += result.seconds
             if deadline is not None and time.monotonic() >= deadline:
-                yield finish("stop", "wall_clock")
-                return
+                ending = ("stop", "wall_clock")
+                break
             output = truncate_middle(result.output.text, tokenizer, budget.max_tool_output_tokens)
             shown, ids = inject(protocol.format_observation(output))
             traj.tool_calls.append(
@@ -177,39 +169,38 @@ async def run(
         answer = _final_answer(protocol, segments, turn_text)
         if finish_reason == "stop" and chunk is not None and chunk.stop_str in user_stops:
             traj.answer = answer
-            yield _flush(detok, traj)
-            yield finish("stop", "stop_sequence")
-            return
-        if finish_reason == "length":
-            yield _flush(detok, traj)
+            ending = ("stop", "stop_sequence")
+        elif finish_reason == "length":
             full = len(traj.prompt_ids) + len(traj.completion_ids) >= backend.info.context_length - 1
-            yield finish("length", "context" if full else "max_tokens")
-            return
-        if finish_reason == "abort":
-            yield _flush(detok, traj)
-            yield finish("stop", "abort")
-            return
-        if answer is not None:
+            ending = ("length", "context" if full else "max_tokens")
+        elif finish_reason == "abort":
+            ending = ("stop", "abort")
+        elif answer is not None:
             traj.answer = answer
-            yield _flush(detok, traj)
-            yield Answer(answer)
-            yield finish("stop", "answer")
-            return
-        malformed = any(s.kind is SegmentKind.MALFORMED for s in segments)
-        if finish_reason == "stop" or malformed:
+            ending = ("stop", "answer")
+        elif finish_reason == "stop" or any(s.kind is SegmentKind.MALFORMED for s in segments):
             # A stop string outside a tool block, or broken tags: answered in-band, as TAPO does.
             if calls_used >= budget.max_tool_calls:
-                yield _flush(detok, traj)
-                yield finish("stop", "invalid")
-                return
-            calls_used += 1
-            traj.invalid_actions += 1
-            shown, ids = inject(protocol.invalid_action_message(enabled))
-            yield Injected(shown, ids, "invalid_action")
-            continue
-        yield _flush(detok, traj)
-        yield finish("stop", "no_answer")
-        return
+                ending = ("stop", "invalid")
+            else:
+                calls_used += 1
+                traj.invalid_actions += 1
+                shown, ids = inject(protocol.invalid_action_message(enabled))
+                yield Injected(shown, ids, "invalid_action")
+                continue
+        else:
+            ending = ("stop", "no_answer")
+        break
+
+    # Whatever the detokenizer still holds (an incomplete character at the very end).
+    held = detok.flush()
+    traj.text += held
+    yield Token(held, [])
+    if ending[1] == "answer":
+        yield Answer(traj.answer)
+    traj.finish_reason, traj.agent_finish_reason = ending
+    traj.wall_seconds = time.monotonic() - started
+    yield Done(*ending, traj.usage, traj)
 
 
 def _is_action(segment: Segment, enabled: tuple[str, ...]) -> bool:
@@ -217,12 +208,6 @@ def _is_action(segment: Segment, enabled: tuple[str, ...]) -> bool:
         return False
     role = segment.block.role
     return role is BlockRole.ANSWER or (role is BlockRole.TOOL and segment.block.name in enabled)
-
-
-def _flush(detok: IncrementalDetokenizer, traj: Trajectory) -> Token:
-    text = detok.flush()
-    traj.text += text
-    return Token(text, [])
 
 
 async def run_to_end(prompt_ids: Sequence[int], backend: Backend, tools: ToolRegistry, **kwargs: Any) -> Trajectory:
