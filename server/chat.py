@@ -26,6 +26,7 @@ from server.errors import APIError, bad_request
 from server.reply import ReplyBuilder, ReplyDelta
 from server.schemas import ChatCompletionRequest, ChatMessage
 from server.state import ServerState
+from server.stops import StopTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
     plan = plan_chat(req, state)
     slot = state.limiter.acquire()
     events = _observed(plan, state)
+    if plan.stops:
+        events = _without_stop_strings(events, plan.stops)
     if req.stream:
         return EventSourceResponse(
             _stream(plan, events, slot.release),
@@ -170,6 +173,28 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
         return JSONResponse(await _complete(plan, events, request))
     finally:
         slot.release()
+
+
+async def _without_stop_strings(events: AsyncIterator[Event], stops: list[str]) -> AsyncIterator[Event]:
+    """A client's stop string ends the reply and is not returned (OpenAI's and vLLM's behaviour).
+
+    Model text that could still turn into a stop string is held back until it cannot.
+    """
+    trimmer = StopTrimmer(tuple(stops), include_stop=False)
+    async for event in events:
+        if isinstance(event, Token):
+            text = trimmer.feed(event.text, None)
+            if text or event.token_ids:
+                yield Token(text, event.token_ids)
+            continue
+        if isinstance(event, Done):
+            stop = next((s for s in stops if s in trimmer.pending), None)
+            tail = trimmer.feed("", stop) if event.agent_finish_reason == "stop_sequence" else trimmer.flush()
+        else:  # a tool call or injected text: the turn ended without a stop string
+            tail = trimmer.flush()
+        if tail:
+            yield Token(tail, [])
+        yield event
 
 
 async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:

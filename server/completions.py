@@ -22,6 +22,7 @@ from agent_runtime.backends.base import GenerationChunk, SamplingParams
 from agent_runtime.detok import decode
 from server.errors import APIError, bad_request
 from server.schemas import CompletionRequest
+from server.stops import StopTrimmer
 from server.state import ServerState
 
 
@@ -120,44 +121,16 @@ def _finish(chunk: GenerationChunk) -> tuple[str | None, str | None]:
     return "length", None
 
 
-class _StopTrimmer:
-    """Text as vLLM sends it: cut at the stop string, which is kept only when asked.
-
-    Token ids are never cut. Text that could still turn out to be a stop string is held back.
-    """
-
-    def __init__(self, stops: tuple[str, ...], include_stop: bool) -> None:
-        self.stops, self.include_stop = stops, include_stop
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.pending = ""
-
-    def feed(self, text: str, stop_str: str | None) -> str:
-        self.pending += text
-        if stop_str is not None:
-            cut = self.pending.find(stop_str)
-            if cut >= 0:
-                out = self.pending[: cut + (len(stop_str) if self.include_stop else 0)]
-                self.pending = ""
-                return out
-        if self.include_stop or not self.stops:
-            out, self.pending = self.pending, ""
-            return out
-        keep = len(self.pending) - self.hold
-        out, self.pending = (self.pending[:keep], self.pending[keep:]) if keep > 0 else ("", self.pending)
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
 def _logprobs_body(tokenizer: Any, ids: list[int], logprobs: list[float] | None, offset: int) -> dict:
     tokens = [decode(tokenizer, [t]) for t in ids]
     offsets, position = [], offset
     for t in tokens:
         offsets.append(position)
         position += len(t)
-    return {"tokens": tokens, "token_logprobs": list(logprobs or []), "top_logprobs": None, "text_offset": offsets}
+    values = list(logprobs or [])
+    # Only the sampled token is known: each position's "top" list holds just that token.
+    top = [{token: value} for token, value in zip(tokens, values)]
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": top, "text_offset": offsets}
 
 
 async def completions(req: CompletionRequest, request: Request, state: ServerState):
@@ -193,7 +166,7 @@ async def _generate(plan: CompletionPlan, state: ServerState) -> AsyncIterator[G
 
 
 async def _complete(plan: CompletionPlan, state: ServerState) -> dict:
-    trimmer = _StopTrimmer(plan.sampling.stop, plan.include_stop)
+    trimmer = StopTrimmer(plan.sampling.stop, plan.include_stop)
     text, ids, logprobs = "", [], []
     last = None
     async for chunk in _generate(plan, state):
@@ -216,7 +189,7 @@ async def _complete(plan: CompletionPlan, state: ServerState) -> dict:
 
 
 async def _stream(plan: CompletionPlan, state: ServerState, release) -> AsyncIterator[dict]:
-    trimmer = _StopTrimmer(plan.sampling.stop, plan.include_stop)
+    trimmer = StopTrimmer(plan.sampling.stop, plan.include_stop)
     generated = 0
     offset = 0
     stream = _generate(plan, state)

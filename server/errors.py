@@ -35,9 +35,33 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
+def _client_path(loc: list, body: object) -> list[str]:
+    """The part of pydantic's error location that exists in the client's body.
+
+    Pydantic adds union members to the location (``messages.0.content.str``); the client wrote
+    ``messages.0.content``. A missing field keeps its name, one step past the body.
+    """
+    path: list[str] = []
+    node = body
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            if isinstance(node, dict):
+                path.append(str(part))  # a missing key: name it
+            break
+        path.append(str(part))
+    return path
+
+
 def _validation_error(exc: RequestValidationError) -> APIError:
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    raw = list(first.get("loc", ()))
+    if raw and raw[0] == "body":
+        raw = raw[1:]
+    loc = _client_path(raw, getattr(exc, "body", None)) if getattr(exc, "body", None) is not None else [str(p) for p in raw]
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")
     if first.get("type") == "json_invalid":

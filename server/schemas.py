@@ -49,6 +49,7 @@ class AgentOptions(_Lenient):
 
 
 StopField = str | list[str] | None
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}  # a torch generator seed is a signed 64-bit integer
 
 
 def _stops(value: StopField) -> list[str]:
@@ -64,7 +65,7 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, **SEED_RANGE)
     stop: StopField = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -99,7 +100,7 @@ class CompletionRequest(_Lenient):
     max_tokens: int = Field(default=16, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, **SEED_RANGE)
     stop: StopField = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -16,17 +16,18 @@ import socket
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from asgi_thread import serve_asgi
 
 from agent_runtime.backends.base import GenerationChunk, SamplingParams
 from agent_runtime.backends.finish import map_finish_reason
@@ -154,24 +155,11 @@ class FakeVLLM:
 
 
 @pytest.fixture(scope="module")
-def server() -> FakeVLLM:
+def server() -> Iterator[FakeVLLM]:
     fake = FakeVLLM()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    uv.should_exit = True
-    thread.join(5)
-    sock.close()
+    with serve_asgi(fake.app, lifespan="off") as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture

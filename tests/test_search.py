@@ -12,17 +12,18 @@ import json
 import random
 import socket
 import threading
-import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import bm25s
 import pytest
 import typer
-import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel
 from typer.testing import CliRunner
+
+from asgi_thread import serve_asgi
 
 from agent_runtime.search import (
     NO_RESULTS,
@@ -269,24 +270,11 @@ class FakeSearchServer:
 
 
 @pytest.fixture(scope="module")
-def server() -> FakeSearchServer:
+def server() -> Iterator[FakeSearchServer]:
     fake = FakeSearchServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test search server did not start")
-        time.sleep(0.01)
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    uv.should_exit = True
-    thread.join(5)
-    sock.close()
+    with serve_asgi(fake.app, lifespan="off") as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture

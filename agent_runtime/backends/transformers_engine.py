@@ -65,10 +65,13 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this sample greedily, as vLLM does (logits / T would overflow)
+
+
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[int, float]:
     """One token from a row of logits, and its logprob ``log_softmax(logits / T)`` before top-p."""
     logits = logits.float()
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         logprobs = torch.log_softmax(logits, dim=-1)
         token = int(torch.argmax(logits))
         return token, float(logprobs[token])
@@ -78,6 +81,7 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         sorted_probs, order = torch.sort(probs, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= params.top_p
+        drop[0] = False  # a top_p that rounds to 0 in float32 must still keep the best token
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         choice = torch.multinomial(sorted_probs, 1, generator=generator)
         token = int(order[choice])
@@ -141,9 +145,10 @@ class TransformersBackend:
         if len(prompt_ids) >= self.context_length:
             raise PromptTooLongError(len(prompt_ids), self.context_length)
         generator = None
-        if params.temperature > 0:
+        if params.temperature >= GREEDY_BELOW:
             generator = torch.Generator(device="cpu")
-            generator.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+            seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+            generator.manual_seed(seed % 2**63)  # loops add turn and sample offsets to a seed
         req = _Request(
             prompt_ids=list(prompt_ids),
             params=params,
