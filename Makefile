@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,train
 PORT ?= 8000
 
 .PHONY: setup system-deps demo test bench clean

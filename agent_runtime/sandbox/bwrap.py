@@ -72,6 +72,32 @@ def interpreter_dirs() -> list[str]:
     return found
 
 
+# The sandbox's /tmp is its own empty tmpfs: an interpreter that lives under the host's /tmp (a CI
+# clone's venv) is bound here instead, and run from here. A venv finds its prefix from where its
+# executable is (pyvenv.cfg beside bin/), so it works from the new place.
+RELOCATED_ROOT = "/opt/tapo-python"
+
+
+def interpreter_binds() -> list[tuple[str, str]]:
+    """``(host path, path inside the sandbox)`` for each directory this Python needs."""
+    return [
+        (path, f"{RELOCATED_ROOT}/{i}" if _is_under(path, ["/tmp"]) else path)
+        for i, path in enumerate(interpreter_dirs())
+    ]
+
+
+def sandbox_path(host_path: str) -> str:
+    """Where a file of this Python's directories appears inside the sandbox."""
+    for host, inside in sorted(interpreter_binds(), key=lambda pair: len(pair[0]), reverse=True):
+        if _is_under(host_path, [host]):
+            return inside + host_path[len(host):]
+    return host_path
+
+
+def sandbox_python() -> str:
+    return sandbox_path(os.path.abspath(sys.executable))
+
+
 def _mount_args() -> list[str]:
     """Read-only system and interpreter mounts, with every parent directory made traversable."""
     args: list[str] = []
@@ -83,17 +109,17 @@ def _mount_args() -> list[str]:
             args += ["--ro-bind", path, path]
             bound.append(path)
     made: set[str] = set()
-    for path in SYSTEM_ETC_FILES + tuple(interpreter_dirs()):
-        if not os.path.exists(path) or _is_under(path, bound):
+    for host, inside in [(f, f) for f in SYSTEM_ETC_FILES] + interpreter_binds():
+        if not os.path.exists(host) or _is_under(inside, bound):
             continue
         # bwrap makes missing parents 0700 as root: a /root/.pyenv parent would stop the sandbox uid.
-        for parent in reversed(Path(path).parents):
+        for parent in reversed(Path(inside).parents):
             name = str(parent)
             if name != "/" and name not in made and not _is_under(name, bound):
                 args += ["--perms", "0755", "--dir", name]
                 made.add(name)
-        args += ["--ro-bind", path, path]
-        bound.append(path)
+        args += ["--ro-bind", host, inside]
+        bound.append(inside)
     return args
 
 
@@ -122,7 +148,7 @@ def worker_source_dir() -> str:
 
 def bwrap_args(tools: Tools, limits: SandboxLimits, host_uid: int | None, seccomp_fd: int | None) -> list[str]:
     """bwrap and its options up to (not including) the command. ``host_uid`` given: root mode."""
-    python = os.path.abspath(sys.executable)
+    python = sandbox_python()
     args = [tools.bwrap, "--die-with-parent", "--new-session", "--clearenv"]
     if host_uid is None:
         args += [
@@ -140,7 +166,6 @@ def bwrap_args(tools: Tools, limits: SandboxLimits, host_uid: int | None, seccom
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--perms", "1777", "--size", str(max(1 << 20, tmp_bytes // 4)), "--tmpfs", "/dev/shm"]
-    # After the tmpfs: an interpreter that lives under /tmp (a CI clone's venv) is bound on top of it.
     args += _mount_args()
     source = worker_source_dir()
     args += ["--perms", "0755", "--dir", os.path.dirname(WORKER_DIR), "--perms", "0755", "--dir", WORKER_DIR]
@@ -203,7 +228,7 @@ def worker_command(
     seccomp_fd: int | None,
 ) -> list[str]:
     """The full command of one sandboxed worker (``seccomp_fd`` must be passed to it, if given)."""
-    python = os.path.abspath(sys.executable)
+    python = sandbox_python()
     command = prlimit_args(tools, limits, nproc) + bwrap_args(tools, limits, host_uid, seccomp_fd)
     command += ["--"]
     if host_uid is not None:
@@ -226,7 +251,7 @@ def probe(limits: SandboxLimits = DEFAULT_LIMITS, probe_uid: int = 59999) -> str
     if isinstance(tools, str):
         return tools
     host_uid = probe_uid if running_as_root() else None
-    python = os.path.abspath(sys.executable)
+    python = sandbox_python()
     command = prlimit_args(tools, limits, nproc=nproc_limit_for_shared_uid(8) if host_uid is None else 8)
     program = seccomp.filter_program()
     seccomp_fd = seccomp.program_fd(program) if program is not None else None
