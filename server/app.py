@@ -62,9 +62,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/v1/models/{model_id:path}", dependencies=[Depends(require_key)])
     async def model(model_id: str):
-        if model_id != state.model_name:
-            raise APIError(404, f"the model {model_id!r} does not exist", type="not_found_error", param="model",
-                           code="model_not_found")
+        state.check_model(model_id)
         return _model_card(state)
 
     @app.get("/health")

@@ -106,9 +106,7 @@ def assistant_history_text(protocol: Protocol, text: str) -> str:
 
 def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
     refuse_unsupported(req)
-    if req.model != state.model_name:
-        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {state.model_name!r}",
-                       type="not_found_error", param="model", code="model_not_found")
+    state.check_model(req.model)
     options = req.agent
     try:
         protocol = get_protocol(options.protocol) if options.protocol else state.protocol
@@ -151,7 +149,7 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         budget=budget,
         sampling=SamplingParams(temperature=temperature, top_p=req.top_p or 1.0, seed=req.seed),
         stops=req.stops,
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        include_usage=req.include_usage,
         tokenizer=state.backend.tokenizer,
     )
 

@@ -84,9 +84,7 @@ def _prompt_ids(req: CompletionRequest, state: ServerState) -> list[int]:
 
 def plan_completion(req: CompletionRequest, state: ServerState) -> CompletionPlan:
     _refuse_unsupported(req)
-    if req.model != state.model_name:
-        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {state.model_name!r}",
-                       type="not_found_error", param="model", code="model_not_found")
+    state.check_model(req.model)
     ids = _prompt_ids(req, state)
     room = state.backend.info.context_length - len(ids)
     sampling = SamplingParams(
@@ -94,7 +92,7 @@ def plan_completion(req: CompletionRequest, state: ServerState) -> CompletionPla
         temperature=1.0 if req.temperature is None else req.temperature,  # OpenAI's default
         top_p=req.top_p or 1.0,
         seed=req.seed,
-        stop=tuple(s for s in req.stops if s),
+        stop=tuple(req.stops),
         logprobs=req.logprobs is not None,
     )
     return CompletionPlan(
@@ -106,7 +104,7 @@ def plan_completion(req: CompletionRequest, state: ServerState) -> CompletionPla
         return_token_ids=req.return_token_ids,
         include_stop=req.include_stop_str_in_output,
         logprobs=req.logprobs is not None,
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        include_usage=req.include_usage,
     )
 
 

@@ -58,11 +58,10 @@ def _stops(value: StopField) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-class ChatCompletionRequest(_Lenient):
+class _GenerationRequest(_Lenient):
+    """Fields both endpoints share."""
+
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, **SEED_RANGE)
@@ -70,15 +69,8 @@ class ChatCompletionRequest(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    agent: AgentOptions = Field(default_factory=AgentOptions)
 
     @field_validator("stop")
     @classmethod
@@ -89,22 +81,31 @@ class ChatCompletionRequest(_Lenient):
 
     @property
     def stops(self) -> list[str]:
-        return _stops(self.stop)
+        return [s for s in _stops(self.stop) if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class CompletionRequest(_Lenient):
+class ChatCompletionRequest(_GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    agent: AgentOptions = Field(default_factory=AgentOptions)
+
+
+class CompletionRequest(_GenerationRequest):
     """``/v1/completions``: raw generation, no tools. Speaks vLLM's token-id extensions."""
 
-    model: str
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int = Field(default=16, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = Field(default=None, **SEED_RANGE)
-    stop: StopField = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int | None = Field(default=None, ge=1)
     logprobs: int | None = Field(default=None, ge=0)
     echo: bool | None = None
     best_of: int | None = None
@@ -116,12 +117,6 @@ class CompletionRequest(_Lenient):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-    @property
-    def stops(self) -> list[str]:
-        return _stops(self.stop)
 
 
 class SearchHit(BaseModel):

@@ -9,6 +9,7 @@ from agent_runtime.backends.base import Backend
 from agent_runtime.budget import Budget
 from agent_runtime.protocol import TAPO, Protocol
 from agent_runtime.tools import ToolRegistry
+from server.errors import APIError
 from server.limits import ConcurrencyLimiter
 from server.metrics import Metrics
 
@@ -29,6 +30,12 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.limiter = ConcurrencyLimiter(self.max_concurrency)
+
+    def check_model(self, name: str) -> None:
+        """Requests must name the served model (404 ``model_not_found`` otherwise)."""
+        if name != self.model_name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {self.model_name!r}",
+                           type="not_found_error", param="model", code="model_not_found")
 
     async def aclose(self) -> None:
         await self.tools.aclose()
