@@ -9,6 +9,7 @@ the answer right often but not always. :func:`tiny_model_path` caches one build 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -232,6 +233,19 @@ def build_tiny_model(out_dir: Path, seed: int = 0, train: bool = True, progress:
     return out_dir
 
 
+# The weights depend on these sources (training code, fixture tasks, the prompt the runtime
+# builds): the cache key hashes them, so an edit never leaves a stale model in a cache.
+_WEIGHT_SOURCES = ("models/tiny.py", "models/fixture_tasks.py", "protocol.py", "prompts.py")
+
+
+def _source_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for relative in _WEIGHT_SOURCES:
+        digest.update((root / relative).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("TAPO_CACHE_DIR", Path.home() / ".cache" / "tapo"))
 
@@ -243,11 +257,11 @@ def tiny_model_path(seed: int = 0) -> Path:
     renamed into place atomically; the others wait on the lock and then find it built.
     """
     cache = _cache_dir()
-    target = cache / f"{VERSION}-seed{seed}"
+    target = cache / f"{VERSION}-{_source_digest()}-seed{seed}"
     if (target / FIXTURE_FILE).exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{VERSION}-seed{seed}.lock", "w") as lock:
+    with open(cache / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if (target / FIXTURE_FILE).exists():  # another process built it while we waited
