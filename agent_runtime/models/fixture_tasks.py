@@ -3,8 +3,9 @@
 Three families of questions, each answered in the TAPO format:
 
 * ``arithmetic``: the model calls ``<code>print(a op b)</code>`` and copies the printed result;
-* ``fact``: the model calls ``<search>Name attribute</search>`` over a small, fixed, fictional
-  encyclopedia and copies the attribute from the result;
+* ``fact``: the model calls ``<search>birthplace of Name</search>`` (or ``birth year of`` /
+  ``favourite colour of``) over a small, fixed, fictional encyclopedia of 32 made-up people and
+  copies the value from ``(Title: Name) Name was born in Place.``;
 * ``direct``: greetings, answered without any tool.
 
 :func:`fixture_search` and :func:`run_python` are the real tools the integration tests plug into the
@@ -46,7 +47,7 @@ class Entity:
 # --- the fictional encyclopedia ---------------------------------------------------------------
 
 _ENCYCLOPEDIA_SEED = 1234  # fixed: the tools must not depend on the model's seed
-_N_ENTITIES = 48
+_N_ENTITIES = 32
 _COLOURS = ("red", "blue", "green", "amber", "violet", "teal", "crimson", "ochre", "silver", "indigo")
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "qu", "r", "s", "t", "v", "z", "br", "dr", "gl",
            "kr", "pl", "st", "th", "tr", "zh")
@@ -94,7 +95,7 @@ def _value(entity: Entity, attribute: Attribute) -> str:
 
 # Queries put the name after a space, as in the question: the byte-level BPE merges a name with the
 # character before it (" Zorblat" and ">Zorblat" are different tokens), and a tiny model copies an
-# identical token far more easily than it learns 48 token-to-token mappings.
+# identical token far more easily than it learns one token-to-token mapping per name.
 _QUERY_PREFIX: dict[Attribute, str] = {"birthplace": "birthplace of", "year": "birth year of",
                                        "colour": "favourite colour of"}
 
@@ -150,7 +151,9 @@ def run_python(code: str) -> str:
 
 # --- questions ------------------------------------------------------------------------------
 
-_OPS = {"+": ("+", "plus"), "-": ("-", "minus"), "*": ("*", "times")}
+# Each operator as a symbol, sometimes as a word; the code always uses the symbol.
+_OPS = {"+": "plus", "-": "minus", "*": "times"}
+_WORD_OPS = {word: sym for sym, word in _OPS.items()}
 _ARITHMETIC_TEMPLATES = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}.",
                          "How much is {a} {op} {b}?")
 _FACT_TEMPLATES: dict[Attribute, tuple[str, ...]] = {
@@ -169,8 +172,8 @@ _THINK = {"arithmetic": "I need to calculate this.", "fact": "I should look this
 
 def _arithmetic_task(rng: random.Random) -> FixtureTask:
     op = rng.choice(tuple(_OPS))
+    spelled = _OPS[op] if rng.random() < 0.2 else op
     a, b = rng.randint(2, 999), rng.randint(2, rng.choice((20, 99, 999)))
-    spelled = _OPS[op][rng.random() < 0.25]  # sometimes "plus"/"minus"/"times"
     question = rng.choice(_ARITHMETIC_TEMPLATES).format(a=a, op=spelled, b=b)
     return FixtureTask(question, str(eval(f"{a} {op} {b}")), "arithmetic")  # noqa: S307 - our own ints
 
@@ -187,16 +190,15 @@ def _direct_task(rng: random.Random) -> FixtureTask:
 
 
 def fixture_tasks(seed: int, n: int) -> list[FixtureTask]:
-    """``n`` tasks drawn deterministically from ``seed``: ~55% arithmetic, ~35% fact, ~10% direct."""
+    """``n`` tasks drawn deterministically from ``seed``: ~45% arithmetic, ~45% fact, ~10% direct."""
     rng = random.Random(seed)
     makers = (_arithmetic_task, _fact_task, _direct_task)
-    return [rng.choices(makers, weights=(55, 35, 10))[0](rng) for _ in range(n)]
+    return [rng.choices(makers, weights=(45, 45, 10))[0](rng) for _ in range(n)]
 
 
 # --- trajectories ---------------------------------------------------------------------------
 
-_ARITHMETIC_RE = re.compile(r"(\d+) (\+|-|\*|plus|minus|times) (\d+)")
-_SPELLED_TO_SYMBOL = {word: sym for sym, (_, word) in _OPS.items()} | {sym: sym for sym in _OPS}
+_ARITHMETIC_RE = re.compile(r"(\d+) ([-+*]|plus|minus|times) (\d+)")
 
 
 def tool_call(task: FixtureTask) -> tuple[str, str] | None:
@@ -205,7 +207,7 @@ def tool_call(task: FixtureTask) -> tuple[str, str] | None:
         m = _ARITHMETIC_RE.search(task.question)
         if m is None:
             raise ValueError(f"not a fixture arithmetic question: {task.question!r}")
-        return "code", f"print({m[1]} {_SPELLED_TO_SYMBOL[m[2]]} {m[3]})"
+        return "code", f"print({m[1]} {_WORD_OPS.get(m[2], m[2])} {m[3]})"
     if task.family == "fact":
         entity = _find_entity(task.question)
         attribute = _find_attribute(task.question, entity)

@@ -2,8 +2,9 @@
 
 :func:`build_tiny_model` trains a byte-level BPE tokenizer (Qwen2's pre-tokenizer, ChatML template)
 and a small Qwen2 causal LM on the fixture trajectories of :mod:`agent_runtime.models.fixture_tasks`,
-tokenized exactly as the runtime tokenizes them. The result follows the TAPO format reliably and gets
-the answer right often but not always. :func:`tiny_model_path` caches one build per seed.
+tokenized exactly as the runtime tokenizes them (prompt through :func:`build_prompt_ids`, each piece
+alone). The result follows the TAPO format reliably and gets the answer right often but not always.
+:func:`tiny_model_path` caches one build per seed.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
 from agent_runtime.prompts import build_prompt_ids
 from agent_runtime.protocol import TAPO
 
-# Bump when anything below changes what gets built: cached builds are keyed by it.
-VERSION = "tiny-qwen2-v1"
+# Bump when anything here or in fixture_tasks changes what gets built: cached builds are keyed by it.
+VERSION = "tiny-qwen2-v3"
 FIXTURE_FILE = "tapo_fixture.json"
 
 PAD_TOKEN, BOS_LIKE_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -49,18 +50,20 @@ CHAT_TEMPLATE = (
 class TinySpec:
     """Sizes and training budget (part of what :data:`VERSION` names)."""
 
-    vocab_size: int = 1536
-    hidden_size: int = 96
-    num_layers: int = 3
+    vocab_size: int = 1536  # an upper bound: the small corpus runs out of merges near 1030
+    hidden_size: int = 128
+    num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 256
     rope_theta: float = 10000.0
     train_tasks: int = 3000
-    steps: int = 300
+    steps: int = 1400
+    short_prompt_steps: int = 1000  # the first steps leave out the system prompt (see train_fixture)
     batch_size: int = 16
-    lr: float = 3e-3
-    warmup_steps: int = 20
+    lr: float = 2e-3
+    warmup_steps: int = 30
+    second_phase_lr: float = 0.5  # peak lr of the second phase, relative to ``lr``
 
 
 SPEC = TinySpec()
@@ -83,6 +86,9 @@ def _tokenizer_corpus(seed: int) -> Iterator[str]:
 def build_tokenizer(seed: int = 0) -> PreTrainedTokenizerFast:
     """Byte-level BPE with Qwen2's pre-tokenizer, trained on the fixture corpus; any text encodes."""
     tok = Tokenizer(models.BPE())
+    # NFC as in Qwen2's tokenizer.json; transformers loads a qwen2 directory with Qwen2Tokenizer,
+    # which adds it anyway, so the built and the reloaded tokenizer must both have it.
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -130,10 +136,17 @@ def build_untrained_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> 
     return Qwen2ForCausalLM(config).float()
 
 
-def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, pieces: list[tuple[str, bool]]
-                   ) -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)`` tokenized as the runtime does: each piece alone; loss on model text + EOS."""
-    ids = build_prompt_ids(tokenizer, TAPO, question)
+def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, pieces: list[tuple[str, bool]],
+                   system_prompt: bool = True) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` tokenized as the runtime does: each piece alone; loss on model text + EOS.
+
+    ``system_prompt=False`` leaves out the protocol's system prompt (the first training phase only).
+    """
+    if system_prompt:
+        ids = build_prompt_ids(tokenizer, TAPO, question)
+    else:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]
     labels = [-100] * len(ids)
     for text, is_model_text in pieces:
         piece_ids = tokenizer.encode(text, add_special_tokens=False)
@@ -157,6 +170,7 @@ def _batch_loss(model: Qwen2ForCausalLM, batch: list[tuple[list[int], list[int]]
 
     The prefix's keys and values are computed once and repeated for each row; gradients flow
     through them, so this equals the loss of the full padded batch, about 5x cheaper.
+    (The prefix's last token predicts no labelled token: the first row token is prompt text.)
     """
     cut = prefix.shape[1]
     rows = [(ids[cut:], labels[cut:]) for ids, labels in batch]
@@ -166,25 +180,45 @@ def _batch_loss(model: Qwen2ForCausalLM, batch: list[tuple[list[int], list[int]]
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
     cache = model.model(input_ids=prefix, use_cache=True).past_key_values
     cache.batch_repeat_interleave(len(rows))
-    return model(input_ids=input_ids, labels=labels, past_key_values=cache).loss
+    hidden = model.model(input_ids=input_ids, past_key_values=cache).last_hidden_state
+    # Next-token loss; the vocabulary projection only where a label is (a third of positions are not).
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int = 0,
                   progress: bool = False) -> float:
-    """Trains ``model`` on the fixture trajectories in place; returns the final smoothed loss."""
-    examples = [encode_example(tokenizer, t.question, trajectory_text(t)) for t in fixture_tasks(seed, SPEC.train_tasks)]
+    """Trains ``model`` on the fixture trajectories in place; returns the final smoothed loss.
+
+    Two phases over the same trajectories. The first ``SPEC.short_prompt_steps`` steps leave out the
+    system prompt: with ~290 constant tokens to look past, a model this small often never learns to
+    copy numbers and operators from the question in budget. The remaining steps use the exact
+    runtime prompts (:func:`build_prompt_ids`), so the final model is tuned on what it will see.
+    """
+    tasks = [(t.question, trajectory_text(t)) for t in fixture_tasks(seed, SPEC.train_tasks)]
+    phases = []
+    for system_prompt in (False, True):
+        examples = [encode_example(tokenizer, q, pieces, system_prompt) for q, pieces in tasks]
+        # All prompts share their start (the system prompt): run it once per step, not once per row.
+        prefix = torch.tensor([examples[0][0][:_shared_prefix_length([ids for ids, _ in examples])]])
+        phases.append((examples, prefix))
     pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
-    # Every prompt starts with the same long system prompt: run it once per step, not once per row.
-    prefix = torch.tensor([examples[0][0][:_shared_prefix_length([ids for ids, _ in examples])]])
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=SPEC.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
+        # One warmup + cosine cycle per phase; the second at a lower peak, so that adapting to the
+        # system prompt does not undo the copying learned in the first.
+        short = SPEC.short_prompt_steps
+        start, length, peak = (0, short, 1.0) if step < short else (short, SPEC.steps - short, SPEC.second_phase_lr)
+        step -= start
         if step < SPEC.warmup_steps:
-            return (step + 1) / SPEC.warmup_steps
-        done = (step - SPEC.warmup_steps) / max(1, SPEC.steps - SPEC.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+            return peak * (step + 1) / SPEC.warmup_steps
+        done = (step - SPEC.warmup_steps) / max(1, length - SPEC.warmup_steps)
+        return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     steps = range(SPEC.steps)
@@ -195,6 +229,7 @@ def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s
     model.train()
     smoothed = float("nan")
     for step in steps:
+        examples, prefix = phases[step >= SPEC.short_prompt_steps]
         batch = rng.sample(examples, SPEC.batch_size)
         loss = _batch_loss(model, batch, prefix, pad)
         optimizer.zero_grad(set_to_none=True)
@@ -267,6 +302,7 @@ def tiny_model_path(seed: int = 0) -> Path:
             if (target / FIXTURE_FILE).exists():  # another process built it while we waited
                 return target
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private
             try:
                 build_tiny_model(tmp, seed=seed, train=True)
                 if target.exists():  # a partial leftover without the fixture file
