@@ -45,10 +45,20 @@ def build_prompt_ids(
         messages = [{"role": "user", "content": messages}]
     tools = protocol.tool_names if enabled_tools is None else tuple(enabled_tools)
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            protocol_messages(protocol, messages, tools), add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # BatchEncoding in transformers 5
-            ids = ids["input_ids"]
-        return list(ids)
+        return render_prompt_ids(tokenizer, protocol_messages(protocol, messages, tools))
     return list(tokenizer.encode(base_prompt_text(protocol, messages, tools), add_special_tokens=True))
+
+
+def render_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """Ids of ``messages`` exactly as given (no protocol prompt added), ready for the assistant's turn.
+
+    For prompts that already hold their instructions, such as TAPO's training rows. Without a chat
+    template, the contents are joined by blank lines.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        text = "\n\n".join(str(m["content"]) for m in messages) + "\n"
+        return list(tokenizer.encode(text, add_special_tokens=True))
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # BatchEncoding in transformers 5
+        ids = ids["input_ids"]
+    return list(ids)

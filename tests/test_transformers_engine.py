@@ -76,6 +76,27 @@ async def test_continuation_reuses_the_parked_slot():
         await backend.aclose()
 
 
+async def test_after_a_weight_update_nothing_computed_with_the_old_weights_is_reused():
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=2)
+    try:
+        prompt = list(range(10, 40))
+        await generate(backend, prompt, SamplingParams(max_tokens=3, temperature=0))
+        with torch.no_grad():  # what a training step does
+            for p in model.parameters():
+                p.mul_(1.5)
+        backend.weights_changed()
+        before = dict(backend.stats)
+        ids, logprobs, _ = await generate(backend, prompt, SamplingParams(max_tokens=3, temperature=0))
+        assert backend.stats["reused_tokens"] == before["reused_tokens"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], dim=-1)
+        for k, tok in enumerate(ids):
+            assert logprobs[k] == pytest.approx(float(logp[len(prompt) + k - 1, tok]), abs=1e-4)
+    finally:
+        await backend.aclose()
+
+
 async def test_stop_strings_end_the_request_and_keep_their_tokens():
     model, tokenizer = random_model("qwen2"), word_tokenizer()
     backend = TransformersBackend(model, tokenizer, max_slots=2)

@@ -34,6 +34,7 @@ class _Slot:
     ids: list[int] = field(default_factory=list)  # tokens whose keys/values the slot holds, in order
     busy: bool = False
     last_used: float = 0.0
+    weights_version: int = 0  # the weights its keys/values were computed with
 
 
 @dataclass
@@ -123,16 +124,21 @@ class TransformersBackend:
         self._inbox: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
+        self._weights_version = 0
         self.stats = {"prefill_tokens": 0, "reused_tokens": 0, "decode_steps": 0, "decode_rows": 0}
         self._thread = threading.Thread(target=self._run, name="transformers-engine", daemon=True)
         self._thread.start()
 
+    def weights_changed(self) -> None:
+        """The model's weights were updated (a training step): cached keys/values are no longer reused."""
+        self._weights_version += 1
+
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: torch.dtype = torch.float32, **kwargs: Any) -> "TransformersBackend":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """A model directory or hub id, or a LoRA adapter directory (merged onto its base on load)."""
+        from agent_runtime.models.resolve import load_causal_lm
 
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+        model, tokenizer = load_causal_lm(path, dtype=dtype, attn_implementation="sdpa")
         return cls(model, tokenizer, name=kwargs.pop("name", str(path)), **kwargs)
 
     # ---- async side -------------------------------------------------------------------------
@@ -230,6 +236,10 @@ class TransformersBackend:
     def _claim_slot(self, prompt: list[int]) -> tuple[_Slot, int]:
         """A free slot and how many leading prompt tokens it already holds."""
         free = [s for s in self._slots if not s.busy]
+        for slot in free:
+            if slot.weights_version != self._weights_version:
+                slot.ids.clear()
+                slot.weights_version = self._weights_version
         best, best_common = None, -1
         if self.reuse_kv:
             for slot in free:

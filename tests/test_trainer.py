@@ -1,0 +1,380 @@
+"""The TAPO trainer on the tiny model: rollouts through the agent loop, masking, filtering, learning.
+
+In-process tests build the trainer from ``configs/tiny-cpu.yaml``; the command-line tests run
+``python -m training.tapo`` as a user would, including a ``kill -9`` and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agent_runtime.records import read_records
+from agent_runtime.trajectory import Trajectory
+from training.config import ConfigError, load_config
+from training.rollout import rollout_fields
+from training.trainer import merge_generation_batches, surviving_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CPU = ROOT / "configs" / "tiny-cpu.yaml"
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+ROWS = 64  # the in-process generation batch
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_shipped_preset_builds_trl_arguments(preset: Path, tmp_path: Path) -> None:
+    from training.tapo import grpo_args
+
+    cfg = load_config(preset)
+    args = grpo_args(cfg, tmp_path)
+    assert args.loss_type == "dapo" and args.beta == 0.0 and (args.epsilon, args.epsilon_high) == (0.2, 0.28)
+    assert args.remove_unused_columns is False  # the rewards read the dataset's gold and data_source
+    assert args.max_completion_length == cfg.agent.max_response_tokens
+
+
+def test_overrides_are_parsed_as_yaml_and_win_over_the_file() -> None:
+    cfg = load_config(TINY_CPU, ["grpo.learning_rate=3e-6", "lora.enabled=true", "agent.max_tool_calls=1",
+                                 "data.dev=configs/data/fixture-dev.jsonl"])
+    assert cfg.grpo["learning_rate"] == 3e-6 and cfg.lora.enabled and cfg.agent.max_tool_calls == 1
+    assert cfg.data.dev == "configs/data/fixture-dev.jsonl"
+    assert cfg.grpo["num_generations"] == 4  # untouched keys keep the file's value
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["grpo.learnig_rate=1e-6"], "grpo: not GRPOConfig arguments of the installed TRL: learnig_rate"),
+    (["agent.max_tool_cals=2"], "agent.max_tool_cals: Extra inputs are not permitted"),
+    (["agent.max_tool_calls=-1"], "agent.max_tool_calls: Input should be greater than or equal to 0"),
+    (["grpo.output_dir=/tmp/x"], "give it on the command line"),
+    (["lora"], "expected key.path=value"),
+])
+def test_bad_settings_name_the_file_and_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(TINY_CPU, overrides)
+    assert message in str(err.value)
+    if overrides != ["lora"]:
+        assert str(err.value).startswith(str(TINY_CPU))
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  train: x.jsonl\ngrpo:\n  beta: [0\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:\d+: bad YAML"):
+        load_config(bad)
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+
+def test_groups_with_equal_accuracy_do_not_survive() -> None:
+    correct = torch.tensor([1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float32)
+    assert surviving_rows(correct, 4).tolist() == [False] * 4 + [True] * 4 + [False] * 4 + [True] * 4
+
+
+def test_rollout_fields_keep_the_trajectory_mask_and_handle_an_empty_completion() -> None:
+    t = Trajectory(prompt_ids=[1, 2])
+    t.append([5, 6], model=True, logprobs=[-0.1, -0.2])
+    t.append([7], model=False)
+    t.append([8], model=True, logprobs=[-0.3])
+    empty = Trajectory(prompt_ids=[1])
+    fields = rollout_fields([t, empty], pad_id=0)
+    assert fields["completion_ids"] == [[5, 6, 7, 8], [0]]
+    assert fields["env_mask"] == [[1, 1, 0, 1], [0]]
+    assert fields["logprobs"] == [[-0.1, -0.2, None, -0.3], [None]]
+    assert fields["model_tokens"] == [3, 0]
+
+
+def test_merging_refill_batches_puts_surviving_rows_first_and_repads() -> None:
+    def batch(rows: int, p: int, c: int, base: int) -> dict:
+        return {"prompt_ids": torch.full((rows, p), base), "prompt_mask": torch.ones(rows, p, dtype=torch.long),
+                "completion_ids": torch.full((rows, c), base + 1), "completion_mask": torch.ones(rows, c, dtype=torch.long),
+                "tool_mask": torch.ones(rows, c, dtype=torch.long), "advantages": torch.arange(rows) + base,
+                "num_items_in_batch": torch.tensor(rows * c)}
+
+    a, b = batch(4, 3, 2, 10), batch(4, 5, 6, 20)
+    keep_a = torch.tensor([False, False, True, True])
+    keep_b = torch.tensor([True, False, True, False])
+    merged, kept = merge_generation_batches([a, b], [keep_a, keep_b], target_rows=4, pad_id=0)
+    assert kept.tolist() == [True] * 4
+    assert merged["advantages"].tolist() == [12, 13, 20, 22]
+    assert merged["prompt_ids"].shape == (4, 5) and merged["prompt_ids"][0].tolist() == [0, 0, 10, 10, 10]
+    assert merged["completion_ids"].shape == (4, 6) and merged["completion_ids"][0].tolist() == [11, 11, 0, 0, 0, 0]
+    assert merged["completion_mask"][0].tolist() == [1, 1, 0, 0, 0, 0]
+    # too few survivors: the others fill the batch and are reported as not kept
+    merged, kept = merge_generation_batches([a], [keep_a], target_rows=4, pad_id=0)
+    assert kept.tolist() == [True, True, False, False] and merged["advantages"].tolist() == [12, 13, 10, 11]
+
+
+# --- the trainer in process -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory: pytest.TempPathFactory, tiny_path):
+    from training.tapo import build_trainer
+
+    # 16 groups of 4: some groups of the tiny model are all right or all wrong, some mixed
+    cfg = load_config(TINY_CPU, ["rollout.dump=false", "dynamic_sampling.max_gen_batches=1", "grpo.seed=3",
+                                 "grpo.per_device_train_batch_size=64"])
+    t = build_trainer(cfg, tmp_path_factory.mktemp("trainer"))
+    t.current_gradient_accumulation_steps = 1  # set by the training loop, which these tests do not run
+    yield t
+    t.rollout.close()
+
+
+@pytest.fixture(scope="module")
+def scored(trainer):
+    """One generation batch, generated through the agent loop and scored, as TRL hands it to the loss."""
+    trainer.model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    return trainer._generate_and_score_completions(batch), trainer.rollout.last_trajectories
+
+
+def _loss_grad_per_completion_token(trainer, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per completion token, the loss gradient on the final hidden state that predicts it; and the loss.
+
+    TRL computes log-probs with a fused LM head (no logits tensor), so the gradient is taken one step
+    earlier: the final norm's output at a position feeds only the prediction of the next token.
+    """
+    model = trainer.model
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _args, out):
+        out.retain_grad()
+        captured.append(out)
+
+    handle = model.model.norm.register_forward_hook(keep)
+    try:
+        model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+    finally:
+        handle.remove()
+    prompt, width = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
+    hidden_grad = torch.cat([c.grad for c in captured], dim=0)
+    grad = hidden_grad[:, prompt - 1: prompt - 1 + width].abs().sum(dim=-1)  # predicts completion token j
+    model.zero_grad(set_to_none=True)
+    return grad, loss.detach()
+
+
+def test_rollouts_come_from_the_agent_loop_with_tool_tokens_masked(scored) -> None:
+    output, trajectories = scored
+    assert len(trajectories) == output["completion_ids"].shape[0] == ROWS
+    assert any(t.tool_calls for t in trajectories), "the tiny model should call tools"
+    for i, t in enumerate(trajectories):
+        n = len(t.completion_ids)
+        assert output["completion_ids"][i, :n].tolist() == t.completion_ids
+        assert output["prompt_ids"][i, -len(t.prompt_ids):].tolist() == t.prompt_ids
+        injected = [m == 0 for m in t.mask]
+        # tool output stays out of the loss mask; model tokens of surviving groups are in it
+        assert all(output["tool_mask"][i, j] == 0 for j in range(n) if injected[j])
+
+
+def test_at_least_one_group_survives_and_filtered_groups_are_out_of_the_loss(scored) -> None:
+    output, _ = scored
+    loss_mask = output["completion_mask"] * output["tool_mask"]
+    survived = loss_mask.sum(dim=1) > 0
+    assert survived.any(), "no group survived dynamic sampling: the learning signal is empty"
+    assert not survived.all(), "the tiny model answers some groups all right or all wrong"
+    assert output["num_items_in_batch"].item() == loss_mask.sum().item()
+
+
+def test_tool_output_and_filtered_rows_get_exactly_zero_gradient(trainer, scored) -> None:
+    output, trajectories = scored
+    inputs = dict(output)
+    inputs["advantages"] = torch.where(torch.arange(ROWS) % 2 == 0, 1.0, -1.0)  # every row would push
+    grad, _ = _loss_grad_per_completion_token(trainer, inputs)
+    loss_mask = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
+    assert grad[~loss_mask].abs().max().item() == 0.0
+    assert grad[loss_mask].abs().sum().item() > 0
+    tool_positions = torch.zeros_like(loss_mask)
+    for i, t in enumerate(trajectories):
+        tool_positions[i, : len(t.mask)] = torch.tensor([m == 0 for m in t.mask])
+    assert tool_positions.any() and grad[tool_positions].abs().max().item() == 0.0
+
+
+def test_the_loss_and_its_normaliser_equal_those_of_the_surviving_rows_alone(trainer, scored) -> None:
+    output, _ = scored
+    inputs = dict(output)
+    inputs["advantages"] = torch.linspace(-1, 1, ROWS)
+    survived = (inputs["completion_mask"] * inputs["tool_mask"]).sum(dim=1) > 0
+    _, loss_all = _loss_grad_per_completion_token(trainer, inputs)
+    alone = {k: (v[survived] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in inputs.items()}
+    _, loss_alone = _loss_grad_per_completion_token(trainer, alone)
+    assert loss_all.item() == pytest.approx(loss_alone.item(), rel=1e-5, abs=1e-7)
+
+
+def _sequence_logps(trainer, inputs: dict) -> torch.Tensor:
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attention,
+                                                                  inputs["completion_ids"].shape[1])
+    mask = inputs["completion_mask"] * inputs["tool_mask"]
+    return (logps * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def test_one_step_raises_positive_and_lowers_negative_completions_against_a_zero_lr_control(trainer, scored) -> None:
+    output, _ = scored
+    model = trainer.model
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    survived = (output["completion_mask"] * output["tool_mask"]).sum(dim=1) > 0
+    positive = survived & (output["advantages"] > 0)
+    negative = survived & (output["advantages"] < 0)
+    assert positive.any() and negative.any()
+
+    def step(lr: float) -> torch.Tensor:
+        model.load_state_dict(saved)
+        before = _sequence_logps(trainer, output)
+        trainer.optimizer = None
+        optimizer = trainer.create_optimizer()  # the run's own optimizer (AdamW, weight decay 0.1)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        trainer.compute_loss(model, output).backward()
+        optimizer.step()
+        model.zero_grad(set_to_none=True)
+        return _sequence_logps(trainer, output) - before
+
+    try:
+        control = step(0.0)
+        change = step(trainer.args.learning_rate)  # tiny-cpu's 1e-4
+    finally:
+        model.load_state_dict(saved)
+        trainer.optimizer = None
+    assert control.abs().max().item() == 0.0
+    assert change[positive].mean().item() > 0 > change[negative].mean().item()
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _train_cmd(out: Path, *overrides: str, resume: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "training.tapo", "--config", str(TINY_CPU), "--output-dir", str(out)]
+    return cmd + (["--resume"] if resume else []) + ["grpo.max_steps=3", "grpo.save_steps=1", *overrides]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory, tiny_path) -> Path:
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    _run(_train_cmd(out, "data.dev=configs/data/fixture-dev.jsonl", "data.dev_limit=8", "grpo.eval_steps=2"))
+    return out
+
+
+def _answer_with(model_dir: Path) -> Trajectory:
+    import asyncio
+
+    from agent_runtime.backends.base import SamplingParams
+    from agent_runtime.backends.transformers_engine import TransformersBackend
+    from agent_runtime.loop import run_to_end
+    from agent_runtime.models.fixture_tasks import fixture_search, run_python
+    from agent_runtime.prompts import build_prompt_ids
+    from agent_runtime.protocol import TAPO
+    from agent_runtime.tools import ToolRegistry
+
+    async def go() -> Trajectory:
+        backend = TransformersBackend.from_pretrained(str(model_dir), max_slots=1)
+        tools = ToolRegistry()
+        tools.add_function("search", fixture_search)
+        tools.add_function("code", run_python)
+        try:
+            prompt = build_prompt_ids(backend.tokenizer, TAPO, "What is 12 * 34?")
+            return await run_to_end(prompt, backend, tools, sampling=SamplingParams(temperature=0, max_tokens=64))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_tiny_cpu_run_leaves_checkpoints_and_a_final_model_the_server_loads(reference_run: Path, tiny_path) -> None:
+    final = reference_run / "final"
+    for model_dir in (final, reference_run / "checkpoint-3"):
+        traj = _answer_with(model_dir)
+        assert traj.completion_ids and traj.text.startswith("<think>"), traj.text
+    trained, base = load_file(final / "model.safetensors"), load_file(Path(tiny_path) / "model.safetensors")
+    assert any(not torch.equal(trained[k], base[k]) for k in base), "training changed no parameter"
+    import json
+
+    history = json.loads((reference_run / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    evals = [e for e in history if "eval_tapo/accuracy" in e]
+    assert [e["step"] for e in evals] == [2, 3]  # the dev split, greedily, every eval_steps and at the end
+    assert len(read_records(reference_run / "rollouts" / "eval-step-000002.jsonl")) == 8
+    train_logs = [e for e in history if "loss" in e]
+    for key in ("tapo/accuracy", "tapo/format_rate", "tapo/filtered_group_fraction", "tools/code/calls_per_sample",
+                "tools/search/failures_per_sample", "completions/mean_length", "entropy", "clip_ratio/region_mean"):
+        assert all(key in e for e in train_logs), key
+    records = read_records(reference_run / "rollouts" / "step-000001.jsonl")
+    assert len(records) >= 16
+    for r in records:
+        assert {"id", "question", "gold", "data_source", "prompt_ids", "completion_ids", "mask", "logprobs", "text",
+                "tool_steps", "final_answer", "correct", "reward", "finish_reason", "usage"} <= r.keys()
+        assert sum(1 - m for m in r["mask"]) == r["usage"]["injected_tokens"]
+        assert sum(s["injected_tokens"] for s in r["tool_steps"]) <= r["usage"]["injected_tokens"]
+        assert r["usage"]["completion_tokens"] == sum(r["mask"])
+
+
+def test_resume_after_kill_9_continues_at_the_step_data_and_optimizer_of_the_checkpoint(
+        tmp_path: Path, reference_run: Path) -> None:
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-1" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists()
+    _run(_train_cmd(out, resume=True))
+
+    import json
+
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+    optimizer = torch.load(out / "checkpoint-3" / "optimizer.pt", weights_only=False)
+    assert {int(s["step"]) for s in optimizer["state"].values()} == {3}  # not restarted from a fresh optimizer
+    for step in (2, 3):  # the same prompts as the uninterrupted run: the data position was restored
+        name = f"step-{step:06d}.jsonl"
+        ids = [r["id"] for r in read_records(out / "rollouts" / name)[:16]]
+        assert ids == [r["id"] for r in read_records(reference_run / "rollouts" / name)[:16]]
+    assert (out / "final" / "model.safetensors").exists()
+
+
+def test_lora_checkpoints_are_adapters_on_a_portable_base_and_load_merged(tmp_path: Path, tiny_path) -> None:
+    import json
+
+    out = tmp_path / "lora"
+    _run(_train_cmd(out, "lora.enabled=true", "lora.r=4", "grpo.learning_rate=1e-2"))
+    adapter = out / "checkpoint-3"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    assert not (adapter / "config.json").exists()
+    for model_dir in (adapter, out / "final"):
+        assert _answer_with(model_dir).completion_ids
+    merged, base = load_file(out / "final" / "model.safetensors"), load_file(Path(tiny_path) / "model.safetensors")
+    assert merged.keys() == base.keys()  # plain weights, no LoRA leftovers
+    assert any(not torch.equal(merged[k], base[k]) for k in base)
+
+
+def test_a_bad_data_row_stops_the_run_with_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": "2", "data_source": "demo_arith"}\n{"question": 5}\n')
+    proc = subprocess.run([sys.executable, "-m", "training.tapo", "--config", str(TINY_CPU), "--output-dir",
+                           str(tmp_path / "out"), f"data.train={data}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert f"{data}:2:" in proc.stderr and "Traceback" not in proc.stderr

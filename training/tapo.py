@@ -1,0 +1,305 @@
+"""``python -m training.tapo --config CONFIG --output-dir DIR [--resume] [key.path=value ...]``
+
+TAPO training: DAPO adapted to tool calls, on TRL's GRPOTrainer, with rollouts through the agent loop.
+Checkpoints (``DIR/checkpoint-N``) are Hugging Face directories (a LoRA adapter when LoRA is on);
+the end of a run writes ``DIR/final``, a merged model that ``tapo serve --model DIR/final`` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from training.config import ConfigError, TapoConfig, load_config
+
+log = logging.getLogger("training.tapo")
+
+FINAL_DIR = "final"
+
+
+# ---- pieces ------------------------------------------------------------------------------------
+
+
+def make_tools(cfg: TapoConfig) -> Any:
+    from agent_runtime.tools import FunctionTool, ToolRegistry
+
+    tools = ToolRegistry()
+    if cfg.tools.code:
+        from agent_runtime.sandbox import CodeTool
+
+        tools.register(CodeTool())
+    if cfg.tools.search == "fixture":
+        from agent_runtime.models.fixture_tasks import fixture_search
+
+        tools.register(FunctionTool("search", fixture_search))
+    elif cfg.tools.search != "none":
+        from agent_runtime.search.factory import make_search_tool
+
+        tools.register(make_search_tool(cfg.tools.search, index=cfg.tools.search_index, url=cfg.tools.search_url,
+                                        top_k=cfg.tools.search_top_k))
+    return tools
+
+
+def make_budget(cfg: TapoConfig) -> Any:
+    from agent_runtime.budget import Budget
+
+    a = cfg.agent
+    return Budget(max_tool_calls=a.max_tool_calls, max_tokens_per_turn=a.max_tokens_per_turn or a.max_response_tokens,
+                  max_total_tokens=a.max_response_tokens, max_tool_output_tokens=a.max_tool_output_tokens,
+                  tool_timeout_s=a.tool_timeout_s)
+
+
+def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any, protocol: Any,
+                  tool_names: tuple[str, ...], max_prompt_tokens: int) -> Any:
+    """Task rows as a ``datasets.Dataset`` with TRL's ``prompt`` column plus ``id``, ``question``,
+    ``gold`` and ``data_source`` for the rewards and the dumps. Prompts longer than
+    ``max_prompt_tokens`` are left out (as verl's ``filter_overlong_prompts``), with a count in the log."""
+    import datasets
+
+    from agent_runtime.prompts import protocol_messages, render_prompt_ids
+    from training.data import DataError, load_rows
+
+    rows = load_rows(source, split=split, limit=limit)
+    records, too_long = [], 0
+    for i, row in enumerate(rows):
+        if row.prompt_messages is not None:  # TAPO's rows hold their instructions: used as they are
+            messages = row.prompt_messages
+            question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        else:
+            question = row.question
+            messages = protocol_messages(protocol, [{"role": "user", "content": question}], tool_names)
+        if len(render_prompt_ids(tokenizer, messages)) > max_prompt_tokens:
+            too_long += 1
+            continue
+        index = row.extra_info.get("index", i)
+        records.append({"id": f"{row.data_source}-{split}-{index}", "question": question, "gold": row.golds,
+                        "data_source": row.data_source, "prompt": messages})
+    if too_long:
+        log.warning("%s: left out %d of %d rows whose prompt is longer than %d tokens",
+                    source, too_long, len(rows), max_prompt_tokens)
+    if not records:
+        raise DataError(f"{source}: no rows left with a prompt of at most {max_prompt_tokens} tokens")
+    return datasets.Dataset.from_list(records)
+
+
+def _dtype(cfg: TapoConfig) -> Any:
+    import torch
+
+    if cfg.model.dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, cfg.model.dtype)
+
+
+def load_policy(cfg: TapoConfig) -> tuple[Any, Any]:
+    """The model to train and its tokenizer; the config keeps a portable name for the base
+    (``tiny`` or a hub id, not this machine's cache path), which LoRA adapters record as their base."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent_runtime.models.resolve import resolve_model
+
+    if cfg.model.name == "tiny":  # built here, never on the hub: peft's save would look it up there
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        warnings.filterwarnings("ignore", message="Could not find a config file in tiny")
+    path = resolve_model(cfg.model.name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg), attn_implementation="sdpa")
+    if not Path(cfg.model.name).expanduser().exists():  # peft records this as an adapter's base
+        model.config._name_or_path = model.name_or_path = cfg.model.name
+    return model, tokenizer
+
+
+def grpo_args(cfg: TapoConfig, output_dir: Path) -> Any:
+    import torch
+    from trl import GRPOConfig
+
+    on_gpu = torch.cuda.is_available()
+    dtype = _dtype(cfg)
+    defaults: dict[str, Any] = {
+        "logging_steps": 1,
+        "report_to": "none",
+        "remove_unused_columns": False,  # the rewards read gold and data_source
+        "max_completion_length": cfg.agent.max_response_tokens,
+        "bf16": on_gpu and dtype == torch.bfloat16,
+        "use_cpu": not on_gpu,
+        "save_strategy": "steps",
+    }
+    if cfg.data.dev is not None:
+        defaults |= {"eval_strategy": "steps", "num_generations_eval": 1}
+    return GRPOConfig(output_dir=str(output_dir), **(defaults | cfg.grpo))
+
+
+def _backend_factory(cfg: TapoConfig):
+    def make(trainer: Any) -> Any:
+        engine = cfg.rollout.engine
+        if engine == "auto":
+            engine = "trl-vllm" if trainer.args.use_vllm else "transformers"
+        if engine == "trl-vllm":
+            from training.trl_vllm import TRLVLLMBackend
+
+            return TRLVLLMBackend.from_trainer(trainer)
+        from agent_runtime.backends.transformers_engine import TransformersBackend
+
+        args = trainer.args
+        slots = max(args.per_device_train_batch_size * args.steps_per_generation, args.per_device_eval_batch_size)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        return TransformersBackend(model, trainer.processing_class, max_slots=slots, name=cfg.model.name)
+
+    return make
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` (TRL/transformers write ``trainer_state.json`` last)."""
+    complete = []
+    for path in output_dir.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            complete.append((int(step), path))
+        elif step.isdigit():
+            log.warning("%s is incomplete (the run stopped while saving it): skipped", path)
+    return max(complete)[1] if complete else None
+
+
+def export_final(trainer: Any, tokenizer: Any, out: Path) -> Path:
+    """The trained model as one Hugging Face directory; a LoRA adapter is merged into its base."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
+    """The :class:`~training.trainer.TapoTrainer` for ``cfg``, writing under ``output_dir``."""
+    from agent_runtime.protocol import get_protocol
+    from training.rewards import ToolEfficiency
+    from training.rollout import AgentRollout
+    from training.scoring import TapoRewardFunction, import_reward_function
+    from training.trainer import TapoTrainer
+
+    protocol = get_protocol(cfg.agent.protocol)
+    tools = make_tools(cfg)
+    tool_names = tuple(n for n in protocol.tool_names if n in tools.names)
+    model, tokenizer = load_policy(cfg)
+    dataset_kwargs = dict(tokenizer=tokenizer, protocol=protocol, tool_names=tool_names,
+                          max_prompt_tokens=cfg.data.max_prompt_tokens)
+    train_set = build_dataset(cfg.data.train, cfg.data.train_split, cfg.data.train_limit, **dataset_kwargs)
+    dev_set = (build_dataset(cfg.data.dev, cfg.data.dev_split, cfg.data.dev_limit, **dataset_kwargs)
+               if cfg.data.dev else None)
+    args = grpo_args(cfg, output_dir)
+    rollout = AgentRollout(_backend_factory(cfg), tools, protocol, make_budget(cfg), temperature=args.temperature,
+                           top_p=args.top_p, eval_temperature=cfg.rollout.eval_temperature, seed=args.seed)
+    efficiency = cfg.reward.tool_efficiency
+    reward = TapoRewardFunction(
+        protocol, max_tokens=cfg.agent.max_response_tokens, overlong_buffer=cfg.reward.overlong_buffer,
+        overlong_factor=cfg.reward.overlong_factor,
+        tool_efficiency=ToolEfficiency(efficiency.optimal_calls, efficiency.smooth, efficiency.weight)
+        if efficiency else None)
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return TapoTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=dev_set, processing_class=tokenizer,
+        peft_config=peft_config, rollout=rollout, tapo_reward=reward,
+        extra_reward_funcs=[import_reward_function(spec) for spec in cfg.reward.extra],
+        extra_reward_weights=list(cfg.reward.extra.values()),
+        dynamic_sampling=cfg.dynamic_sampling.enabled, max_gen_batches=cfg.dynamic_sampling.max_gen_batches,
+        dump_dir=output_dir / "rollouts" if cfg.rollout.dump else None,
+    )
+
+
+def train(cfg: TapoConfig, output_dir: Path, resume: bool = False) -> Path:
+    """Run TAPO training; returns the directory of the final merged model."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("--resume: no complete checkpoint in %s; starting from step 0", output_dir)
+    trainer = build_trainer(cfg, output_dir)
+    _use_rich_progress(trainer)
+    (output_dir / "tapo_config.yaml").write_text(_dump_yaml(cfg))
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        trainer.rollout.close()
+    final = output_dir / FINAL_DIR
+    if trainer.accelerator.is_main_process:
+        export_final(trainer, trainer.processing_class, final)
+        log.info("final model: %s", final)
+    return final
+
+
+def _use_rich_progress(trainer: Any) -> None:
+    """TRL's rich progress display instead of tqdm bars, on a terminal."""
+    if not sys.stderr.isatty():
+        return
+    from transformers.trainer_callback import ProgressCallback
+    from trl.trainer.callbacks import RichProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgressCallback())
+
+
+def _dump_yaml(cfg: TapoConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.tapo",
+        description="TAPO training (DAPO adapted to tool calls) on TRL's GRPOTrainer.",
+        epilog="Overrides: key.path=value pairs after the options, values as YAML, e.g. "
+               "grpo.max_steps=10 lora.enabled=true data.train=my.jsonl",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="checkpoints, rollouts and the final model")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    from transformers.utils import logging as hf_logging
+
+    if not args.verbose:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # weight loading and shard writing; training keeps its own
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg, args.output_dir, resume=args.resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # data errors (file:line), tool configuration, model names
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
