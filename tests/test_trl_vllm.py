@@ -214,9 +214,11 @@ def trl_client(server: FakeServer) -> VLLMClient:
 
 
 def server_backend(
-    server: FakeServer, tokenizer: Any = TOKENIZER, *, context_length: int = 4096, **kwargs: Any
+    server: FakeServer, tokenizer: Any = TOKENIZER, *, context_length: int = 4096, keep_seeds: bool = False,
+    **kwargs: Any
 ) -> TRLVLLMBackend:
-    engine = ServerEngine(trl_client(server), tokenizer, {tokenizer.eos_token_id}, context_length)
+    engine = ServerEngine(trl_client(server), tokenizer, {tokenizer.eos_token_id}, context_length,
+                          keep_seeds=keep_seeds)
     return TRLVLLMBackend(engine, tokenizer, context_length=context_length, **kwargs)
 
 
@@ -516,7 +518,7 @@ async def test_server_mode_groups_per_request_settings():
         return [ID["<search>"], ID["q"], ID["</search>"]] if body.get("stop") else [ID["42"]] * 50
 
     server = FakeServer(respond)
-    backend = server_backend(server)
+    backend = server_backend(server, keep_seeds=True)
     seeded = [SamplingParams(seed=s, stop=("</search>",)) for s in (1, 2, 3)]
     short = SamplingParams(max_tokens=4)
     longer = SamplingParams(max_tokens=9)
@@ -537,10 +539,19 @@ async def test_server_mode_groups_per_request_settings():
     await backend.aclose()
 
 
+async def test_server_mode_drops_per_trajectory_seeds_so_requests_share_a_call():
+    server = FakeServer()
+    backend = server_backend(server)
+    results = await asyncio.gather(*(generate(backend, [ID["the"]], SamplingParams(seed=s)) for s in range(8)))
+    assert len(server.bodies) == 1 and "seed" not in server.bodies[0] and len(server.bodies[0]["prompt"]) == 8
+    assert all(r.finish_reason == "eos" for r in results)
+    await backend.aclose()
+
+
 async def test_server_mode_a_failed_call_fails_only_its_group():
     server = FakeServer()
     server.fail_when = lambda body: body.get("seed") == 2
-    backend = server_backend(server)
+    backend = server_backend(server, keep_seeds=True)
     results = await asyncio.gather(
         *(generate(backend, [ID["the"]], SamplingParams(seed=s)) for s in (1, 2, 3)), return_exceptions=True
     )

@@ -113,6 +113,12 @@ class TapoConfig(_Section):
         unknown = sorted(set(self.grpo) - known)
         if unknown:
             raise ValueError(f"grpo: not GRPOConfig arguments of the installed TRL: {', '.join(unknown)}")
+        per_generation = self.grpo.get("steps_per_generation") or self.grpo.get("gradient_accumulation_steps") or 1
+        save_steps = self.grpo.get("save_steps")
+        if isinstance(save_steps, int) and save_steps % per_generation:
+            # A resume restarts generation at the checkpoint: mid-window, every later window would shift.
+            raise ValueError(f"grpo.save_steps ({save_steps}) must be a multiple of grpo.steps_per_generation "
+                             f"({per_generation}), so that a resumed run generates where the first run did")
         for key in ("output_dir", "resume_from_checkpoint"):
             if key in self.grpo:
                 raise ValueError(f"grpo.{key}: give it on the command line (--output-dir, --resume)")

@@ -37,10 +37,18 @@ class BackgroundLoop:
     """An asyncio loop on its own thread: the trainer is synchronous, the runtime is async, and the
     tools and engine keep their state (sandbox workers, KV slots) across steps on one loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: Any = None) -> None:
+        self._device = device
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="rollout-loop", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="rollout-loop", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():  # the current CUDA device is per thread: use the trainer's
+            torch.cuda.set_device(self._device)
+        self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -108,12 +116,13 @@ class AgentRollout:
         self._bg: BackgroundLoop | None = None
         self._backend: Backend | None = None
         self._weights_step: int | None = None
-        self._calls_this_step = 0  # several generation calls in one step (refill, eval) get different seeds
+        # Several generation calls in one step (refill; eval) get different seeds: counted per mode.
+        self._calls_this_step = {True: 0, False: 0}
         self.last_trajectories: list[Trajectory] = []
 
     def _ensure_started(self, trainer: Any) -> Backend:
         if self._bg is None:
-            self._bg = BackgroundLoop()
+            self._bg = BackgroundLoop(trainer.accelerator.device)
             self._bg.run(self.tools.astart())
         if self._backend is None:
             self._backend = self.backend_factory(trainer)
@@ -122,7 +131,7 @@ class AgentRollout:
             weights_changed = getattr(self._backend, "weights_changed", None)
             if weights_changed is not None:
                 weights_changed()
-            self._calls_this_step = 0
+            self._calls_this_step = {True: 0, False: 0}
         self._weights_step = step
         return self._backend
 
@@ -137,11 +146,12 @@ class AgentRollout:
             max_tokens=self.budget.max_tokens_per_turn,
             temperature=self.temperature if training else self.eval_temperature,
             top_p=self.top_p if training else 1.0,
-            # A function of the step and the call within it: a resumed run samples as the first would have.
-            seed=self.seed * 1_000_003 + trainer.state.global_step * 7_919 + self._calls_this_step * 257
-            + (0 if training else 131),
+            # A function of the step, the call within it and the process: a resumed run samples as
+            # the first would have, and two processes never draw the same samples.
+            seed=self.seed * 1_000_003 + trainer.state.global_step * 7_919 + self._calls_this_step[training] * 257
+            + (0 if training else 131) + trainer.accelerator.process_index * 104_729,
         )
-        self._calls_this_step += 1
+        self._calls_this_step[training] += 1
         if trainer.accelerator.num_processes > 1:
             trainer.accelerator.wait_for_everyone()  # the main process has pushed the new weights to vLLM
         awake = getattr(backend, "awake", None)  # a colocated vLLM in sleep mode wakes for the rollout

@@ -2,14 +2,14 @@
 
 TAPO training: DAPO adapted to tool calls, on TRL's GRPOTrainer, with rollouts through the agent loop.
 Checkpoints (``DIR/checkpoint-N``) are Hugging Face directories (a LoRA adapter when LoRA is on);
-the end of a run writes ``DIR/final``, a merged model that ``tapo serve --model DIR/final`` loads.
+the end of a run writes ``DIR/final``, a merged model that ``tapo serve --model DIR/final`` loads
+(and ``DIR/adapter`` with LoRA).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +19,8 @@ from training.config import ConfigError, TapoConfig, load_config
 
 log = logging.getLogger("training.tapo")
 
-FINAL_DIR = "final"
+FINAL_DIR = "final"  # the merged model
+ADAPTER_DIR = "adapter"  # the LoRA adapter, when LoRA is on
 
 
 # ---- pieces ------------------------------------------------------------------------------------
@@ -88,31 +89,20 @@ def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any,
 
 
 def _dtype(cfg: TapoConfig) -> Any:
+    """Weights in bf16 on GPU only under LoRA (the trained adapter stays fp32): full fine-tuning keeps
+    fp32 weights and computes in bf16 (``bf16`` autocast), or lr-1e-6 updates round away."""
     import torch
 
     if cfg.model.dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_available() and cfg.lora.enabled else torch.float32
     return getattr(torch, cfg.model.dtype)
 
 
-def load_policy(cfg: TapoConfig) -> tuple[Any, Any]:
-    """The model to train and its tokenizer; the config keeps a portable name for the base
-    (``tiny`` or a hub id, not this machine's cache path), which LoRA adapters record as their base."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(cfg: TapoConfig) -> tuple[Any, Any]:
+    """The policy and its tokenizer; an SFT adapter goes on training as the same adapter when LoRA is on."""
+    from training.policy import load_policy
 
-    from agent_runtime.models.resolve import resolve_model
-
-    if cfg.model.name == "tiny":  # built here, never on the hub: peft's save would look it up there
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        warnings.filterwarnings("ignore", message="Could not find a config file in tiny")
-    path = resolve_model(cfg.model.name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg), attn_implementation="sdpa")
-    if not Path(cfg.model.name).expanduser().exists():  # peft records this as an adapter's base
-        model.config._name_or_path = model.name_or_path = cfg.model.name
-    return model, tokenizer
+    return load_policy(cfg.model.name, dtype=_dtype(cfg), continue_adapter=cfg.lora.enabled)
 
 
 def grpo_args(cfg: TapoConfig, output_dir: Path) -> Any:
@@ -120,13 +110,13 @@ def grpo_args(cfg: TapoConfig, output_dir: Path) -> Any:
     from trl import GRPOConfig
 
     on_gpu = torch.cuda.is_available()
-    dtype = _dtype(cfg)
     defaults: dict[str, Any] = {
         "logging_steps": 1,
         "report_to": "none",
         "remove_unused_columns": False,  # the rewards read gold and data_source
         "max_completion_length": cfg.agent.max_response_tokens,
-        "bf16": on_gpu and dtype == torch.bfloat16,
+        "bf16": on_gpu and cfg.model.dtype != "float16",  # bf16 compute on GPU
+        "fp16": on_gpu and cfg.model.dtype == "float16",
         "use_cpu": not on_gpu,
         "save_strategy": "steps",
     }
@@ -144,6 +134,12 @@ def _backend_factory(cfg: TapoConfig):
             from training.trl_vllm import TRLVLLMBackend
 
             return TRLVLLMBackend.from_trainer(trainer)
+        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3 \
+                or trainer.is_fsdp_enabled:
+            # Every forward of a sharded model gathers parameters across processes, and processes
+            # decode different numbers of tokens: they would wait on each other forever.
+            raise ValueError("rollout.engine=transformers cannot generate with sharded weights (ZeRO-3, FSDP): "
+                             "set grpo.use_vllm=true")
         from agent_runtime.backends.transformers_engine import TransformersBackend
 
         args = trainer.args
@@ -156,26 +152,50 @@ def _backend_factory(cfg: TapoConfig):
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` (TRL/transformers write ``trainer_state.json`` last)."""
+    import json
+
     complete = []
     for path in output_dir.glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").is_file():
+        if not step.isdigit():
+            continue
+        try:  # written last, and not atomically: a kill may leave it cut short
+            saved_step = json.loads((path / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError):
+            saved_step = None
+        if saved_step == int(step):
             complete.append((int(step), path))
-        elif step.isdigit():
+        else:
             log.warning("%s is incomplete (the run stopped while saving it): skipped", path)
     return max(complete)[1] if complete else None
 
 
-def export_final(trainer: Any, tokenizer: Any, out: Path) -> Path:
-    """The trained model as one Hugging Face directory; a LoRA adapter is merged into its base."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        import copy
+def export_final(trainer: Any, output_dir: Path) -> Path:
+    """The trained model as one Hugging Face directory, ``OUTPUT_DIR/final``; with LoRA the adapter
+    is also kept, as ``OUTPUT_DIR/adapter``, and ``final`` is base plus adapter merged.
 
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    Every process calls this: ``save_model`` gathers sharded (ZeRO-3) weights; the main process
+    then merges an adapter by reloading it onto its base from disk, which needs no gathered copy.
+    """
+    final = output_dir / FINAL_DIR
+    lora = hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config")
+    trainer.save_model(str(output_dir / ADAPTER_DIR if lora else final))
+    if lora and trainer.accelerator.is_main_process:
+        import shutil
+        import tempfile
+
+        from agent_runtime.models.resolve import load_causal_lm
+
+        dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
+        model, tokenizer = load_causal_lm(str(output_dir / ADAPTER_DIR), dtype=dtype)
+        merged = Path(tempfile.mkdtemp(prefix=f".{FINAL_DIR}-", dir=output_dir))
+        model.save_pretrained(merged, safe_serialization=True)
+        tokenizer.save_pretrained(merged)
+        if final.exists():
+            shutil.rmtree(final)
+        merged.rename(final)
+    trainer.accelerator.wait_for_everyone()
+    return final
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -192,13 +212,15 @@ def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
     protocol = get_protocol(cfg.agent.protocol)
     tools = make_tools(cfg)
     tool_names = tuple(n for n in protocol.tool_names if n in tools.names)
-    model, tokenizer = load_policy(cfg)
+    # The TRL arguments first: under DeepSpeed ZeRO-3 they register the config that makes
+    # from_pretrained load the model sharded, not one full copy per process.
+    args = grpo_args(cfg, output_dir)
+    model, tokenizer = load_model(cfg)
     dataset_kwargs = dict(tokenizer=tokenizer, protocol=protocol, tool_names=tool_names,
                           max_prompt_tokens=cfg.data.max_prompt_tokens)
     train_set = build_dataset(cfg.data.train, cfg.data.train_split, cfg.data.train_limit, **dataset_kwargs)
     dev_set = (build_dataset(cfg.data.dev, cfg.data.dev_split, cfg.data.dev_limit, **dataset_kwargs)
                if cfg.data.dev else None)
-    args = grpo_args(cfg, output_dir)
     rollout = AgentRollout(_backend_factory(cfg), tools, protocol, make_budget(cfg), temperature=args.temperature,
                            top_p=args.top_p, eval_temperature=cfg.rollout.eval_temperature, seed=args.seed)
     efficiency = cfg.reward.tool_efficiency
@@ -208,7 +230,7 @@ def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
         tool_efficiency=ToolEfficiency(efficiency.optimal_calls, efficiency.smooth, efficiency.weight)
         if efficiency else None)
     peft_config = None
-    if cfg.lora.enabled:
+    if cfg.lora.enabled and not hasattr(model, "peft_config"):  # a new adapter, unless one goes on training
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -236,9 +258,8 @@ def train(cfg: TapoConfig, output_dir: Path, resume: bool = False) -> Path:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         trainer.rollout.close()
-    final = output_dir / FINAL_DIR
+    final = export_final(trainer, output_dir)
     if trainer.accelerator.is_main_process:
-        export_final(trainer, trainer.processing_class, final)
         log.info("final model: %s", final)
     return final
 

@@ -98,6 +98,8 @@ class TapoTrainer(GRPOTrainer):
         self.max_gen_batches = max_gen_batches
         self.dump_dir = Path(dump_dir) if dump_dir is not None else None
         self._refill_calls = 0
+        self._dumped: dict[Path, list[dict[str, Any]]] = {}
+        self._dumped_step: tuple[str, int] | None = None
 
     # ---- scoring one generation batch ----------------------------------------------------------
 
@@ -154,18 +156,17 @@ class TapoTrainer(GRPOTrainer):
         rank = f".rank{self.accelerator.process_index}" if self.accelerator.num_processes > 1 else ""
         prefix = "step" if mode == "train" else "eval-step"
         path = self.dump_dir / f"{prefix}-{step:06d}{rank}.jsonl"
-        if path.exists():  # a refill call of the same step: add to the file
-            from agent_runtime.records import read_records
-
-            previous = read_records(path)
-        else:
-            previous = []
+        # A refill call of the same step adds to the file; the first call of a step replaces what a
+        # killed run may have left.
+        previous = self._dumped.get(path, []) if self._dumped_step == (mode, step) else []
+        self._dumped_step = (mode, step)
         records = [
             trajectory_record(t, id=str(row.get("id", "")), question=str(row.get("question", "")), gold=row["gold"],
                               data_source=row["data_source"], correct=b.correct, reward=b.total, step=step,
                               kept=bool(k))
             for row, t, b, k in zip(inputs, trajectories, breakdowns, survive.tolist(), strict=True)
         ]
+        self._dumped = {path: previous + records}
         write_records(path, previous + records)
 
     # ---- dynamic sampling ----------------------------------------------------------------------
@@ -190,18 +191,20 @@ class TapoTrainer(GRPOTrainer):
         batches, keeps = [output], [survive]
         target = len(inputs)
         self._refill_calls = 0
-        while len(batches) < self.max_gen_batches and self._global_count(sum(int(k.sum()) for k in keeps)) < \
-                target * self.accelerator.num_processes:
+        # Until every process holds enough surviving rows (all decide alike: the same collective calls).
+        while len(batches) < self.max_gen_batches and self._fewest_on_any_process(sum(int(k.sum()) for k in keeps)) \
+                < target:
             more, more_survive = self._score(self._refill_inputs(target))
             batches.append(more)
             keeps.append(more_survive)
         if len(batches) > 1:
             output, survive = merge_generation_batches(batches, keeps, target, self.processing_class.pad_token_id)
-            self._metrics[mode]["tapo/generation_calls"].append(float(len(batches)))
+        self._metrics[mode]["tapo/generation_calls"].append(float(len(batches)))
         return self._mask_filtered(output, survive)
 
-    def _global_count(self, local: int) -> int:
-        return int(self.accelerator.reduce(torch.tensor(local, device=self.accelerator.device), reduction="sum").item())
+    def _fewest_on_any_process(self, local: int) -> int:
+        counts = self.accelerator.gather(torch.tensor([local], device=self.accelerator.device))
+        return int(counts.min().item())
 
     def _mask_filtered(self, output: dict[str, Any], survive: torch.Tensor) -> dict[str, Any]:
         """Zero the loss mask of rows whose group did not survive, and recount the normaliser."""

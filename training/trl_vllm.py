@@ -83,6 +83,19 @@ class _Waiting(Generic[Req, Res]):
     future: asyncio.Future[Res]
 
 
+def _use_current_cuda_device() -> Callable[[], None] | None:
+    """An initializer that gives a worker thread the creating thread's CUDA device: the current
+    device is per thread, and under ``accelerate launch`` rank k's vLLM lives on ``cuda:k``."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    device = torch.cuda.current_device()
+    return lambda: torch.cuda.set_device(device)
+
+
 class MicroBatcher(Generic[Req, Res]):
     """Many tasks' requests flushed as one blocking ``run_batch`` call in a worker thread.
 
@@ -114,7 +127,8 @@ class MicroBatcher(Generic[Req, Res]):
         # A thread of our own: the loop's default executor may be full of sync tool calls, and a
         # flush queued behind them would stall every trajectory.
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="trl-vllm")
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="trl-vllm",
+                                                        initializer=_use_current_cuda_device())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[_Waiting[Req, Res]] = []
         self._wakeup: asyncio.Event | None = None
@@ -260,8 +274,8 @@ class ServerEngine:
     """``VLLMClient.generate`` per group of requests that share their sampling settings.
 
     One ``/v1/completions`` request carries one set of sampling settings for all its prompts, so
-    requests are grouped (:func:`plan_server_calls`): with per-trajectory seeds (``rollout`` with a
-    seed) every request is its own group. Groups are sent concurrently (the server batches
+    requests are grouped (:func:`plan_server_calls`); seeds are dropped unless ``keep_seeds`` (with
+    per-trajectory seeds every request would be its own group). Groups are sent concurrently (the server batches
     concurrent requests itself); TRL's client is used from several threads the same way by TRL.
     """
 
@@ -273,14 +287,21 @@ class ServerEngine:
         context_length: int | None,
         *,
         max_parallel_calls: int = SERVER_MAX_PARALLEL_CALLS,
+        keep_seeds: bool = False,
     ) -> None:
         self.client = client
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.context_length = context_length
         self.max_parallel_calls = max_parallel_calls
+        # One request carries one seed for all its prompts: per-trajectory seeds would send every
+        # trajectory alone. Training needs batched calls more than reproducible samples, so by
+        # default seeds are dropped and requests that agree on the rest share a call.
+        self.keep_seeds = keep_seeds
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Result]:
+        if not self.keep_seeds:
+            requests = [(ids, replace(params, seed=None)) for ids, params in requests]
         results: list[Result] = [TRLVLLMError("not generated")] * len(requests)
 
         def run(call: tuple[list[int], int]) -> None:

