@@ -263,7 +263,7 @@ def test_math_match_off_main_thread_and_timeout(monkeypatch):
 # ------------------------------------------------------------------ dispatch
 
 @pytest.mark.parametrize("source,family", [
-    ("demo_arith", "numeric"), ("demo_search", "qa"), ("demo_twohop", "qa"), ("demo_direct", "direct"),
+    ("demo_arith", "numeric"), ("demo_search", "qa"), ("demo_twohop", "numeric"), ("demo_direct", "direct"),
     ("dapo_math", "math"), ("deep_math", "math"), ("gsm8k", "math"), ("aime2024", "math"), ("amc23", "math"),
     ("MATH500", "math"), ("nq", "qa"), ("triviaqa", "qa"), ("hotpotqa", "qa"), ("2wikimultihopqa", "qa"),
     ("musique", "qa"), ("bamboogle", "qa"), ("popqa", "qa"), ("nq_hotpotqa_train", "qa"),
@@ -293,6 +293,15 @@ def test_correctness_by_source():
     assert correctness("anything", [], "demo_direct") == 1.0
     assert correctness("7", "7", "demo_direct") == 1.0
     assert correctness("8", "7", "demo_direct") == 0.0
+    assert correctness("anything", [""], "demo_direct") == 1.0  # a blank gold is no gold
+    assert correctness("The capital of Norway is Oslo.", "Oslo", "demo_direct") == 1.0
+    assert correctness("The capital of Norway is Bergen.", "Oslo", "demo_direct") == 0.0
+
+
+def test_twohop_answers_are_one_number():
+    assert correctness("49.0 years", "49", "demo_twohop") == 1.0
+    assert correctness("From 1830 to 1879 is 49 years", "49", "demo_twohop") == 0.0
+    assert correctness("1830, 1879, 49", "49", "demo_twohop") == 0.0
     assert correctness(None, "7", "demo_arith") == 0.0
 
 

@@ -457,7 +457,10 @@ async def test_rebuilt_index_does_not_serve_stale_disk_entries(tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", title_text_rows(KNOWN))
     build_index(corpus, tmp_path / "idx", progress=False)
     first = Bm25Backend.load(tmp_path / "idx", engine="numpy")
-    build_index(corpus, tmp_path / "idx", progress=False)
+    build_index(corpus, tmp_path / "idx", progress=False)  # the same contents: the same answers, entries stay
+    assert Bm25Backend.load(tmp_path / "idx", engine="numpy").identity == first.identity
+    write_jsonl(corpus, title_text_rows(KNOWN[:-1]))
+    build_index(corpus, tmp_path / "idx", progress=False)  # other contents: cached entries no longer apply
     assert Bm25Backend.load(tmp_path / "idx", engine="numpy").identity != first.identity
 
 

@@ -40,7 +40,7 @@ from agent_runtime.protocol import TAPO, Protocol, get_protocol
 from agent_runtime.records import trajectory_record
 from agent_runtime.trajectory import Trajectory
 from training.data import TaskRow
-from training.rewards import RewardBreakdown, answer_family, format_ok, golds_of, tapo_reward
+from training.rewards import RewardBreakdown, format_ok, tapo_reward
 
 __all__ = [
     "PRODUCTIVITY_NOTE",
@@ -61,18 +61,11 @@ PRODUCTIVITY_NOTE = ("tool productivity = correct answers / tool calls (OTC-PO);
 # --------------------------------------------------------------------------- judging (pure)
 
 
-def _judged_gold(ground_truth: Any, data_source: str) -> Any:
-    """A ``demo_direct`` row whose gold is empty has no gold: any well-formed, tool-free answer is right."""
-    if answer_family(data_source) == "direct":
-        return [g for g in golds_of(ground_truth) if g.strip()]
-    return ground_truth
-
-
 def judge(text: str, ground_truth: Any, data_source: str, *, tool_calls: int,
           protocol: Protocol = TAPO) -> RewardBreakdown:
     """TAPO's reward (:func:`training.rewards.tapo_reward`) for one completion, without the overlong
     penalty: ``total`` is 1 (correct), 0 (wrong) or -1 (format gate failed)."""
-    return tapo_reward(text, _judged_gold(ground_truth, data_source), data_source, model_tokens=0,
+    return tapo_reward(text, ground_truth, data_source, model_tokens=0,
                        max_tokens=1, overlong_buffer=0, overlong_factor=0.0, protocol=protocol,
                        tool_calls=tool_calls)
 

@@ -434,7 +434,7 @@ def math_match(pred: str | None, gold: str, *, timeout_s: int = MATH_TIMEOUT_S) 
 AnswerFamily = Literal["numeric", "qa", "math", "direct", "default"]
 
 _DEMO_FAMILIES: dict[str, AnswerFamily] = {
-    "demo_arith": "numeric", "demo_search": "qa", "demo_twohop": "qa", "demo_direct": "direct",
+    "demo_arith": "numeric", "demo_search": "qa", "demo_twohop": "numeric", "demo_direct": "direct",
 }
 _MATH_KEYS = ("math", "gsm8k", "aime", "amc")
 _QA_PREFIXES = ("nq", "triviaqa", "hotpotqa", "2wiki", "musique", "bamboogle", "popqa")
@@ -447,10 +447,12 @@ def answer_family(data_source: str) -> AnswerFamily:
     ============================  ========  =====================================================
     data_source                   family    correct when
     ============================  ========  =====================================================
-    ``demo_arith``                numeric   :func:`numeric_match` with some gold
-    ``demo_search``,              qa        :func:`substring_match` (whole-word containment or
-    ``demo_twohop``                         Levenshtein >= 0.9)
-    ``demo_direct``               direct    as ``default`` (any answer when there is no gold);
+    ``demo_arith``,               numeric   :func:`numeric_match` with some gold (the answer
+    ``demo_twohop``                         holds one number)
+    ``demo_search``               qa        :func:`substring_match` (whole-word containment or
+                                            Levenshtein >= 0.9)
+    ``demo_direct``               direct    as ``qa`` (a sentence holding the gold is right); any
+                                            answer when the gold is empty or blank;
                                             :func:`tapo_reward` also requires no tool call
     contains math/gsm8k/aime/amc  math      equal without spaces/case, else :func:`math_match`,
     (``dapo_math``, ``aime2024``)           else :func:`numeric_match` (one number in the text)
@@ -485,11 +487,11 @@ def _matches(pred: str, gold: str, family: AnswerFamily) -> bool:
         # Both plain numbers: compare them as numbers. (SQuAD normalisation drops "-" and ".",
         # which would make -5 == 5 and 1.5 == 15.)
         return numeric_match(pred, gold, extract=False)
-    if family == "qa":
+    if family in ("qa", "direct"):
         return substring_match(pred, [gold])
     if family == "math":
         return _compact(pred) == _compact(gold) or math_match(pred, gold) or numeric_match(pred, gold)
-    return exact_match(pred, [gold]) or numeric_match(pred, gold)  # default, direct
+    return exact_match(pred, [gold]) or numeric_match(pred, gold)  # default
 
 
 def correctness(pred: str | None, ground_truth: Any, data_source: str) -> float:
@@ -497,13 +499,13 @@ def correctness(pred: str | None, ground_truth: Any, data_source: str) -> float:
 
     See :func:`answer_family` for the mapping. Whatever the family, a prediction and a gold that
     are both plain numbers are compared as numbers (:func:`numeric_match`). ``pred`` ``None`` (no
-    answer) scores 0; a ``demo_direct`` row without gold accepts any answer.
+    answer) scores 0; a ``demo_direct`` row without gold (or with a blank one) accepts any answer.
     """
     if pred is None:
         return 0.0
     golds = golds_of(ground_truth)
     family = answer_family(data_source)
-    if family == "direct" and not golds:
+    if family == "direct" and not any(g.strip() for g in golds):  # no gold: any answer is right
         return 1.0
     return 1.0 if any(_matches(pred, g, family) for g in golds) else 0.0
 

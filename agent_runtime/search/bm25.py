@@ -19,11 +19,11 @@ switches; one-shot uses (the CLI) pass ``engine="numpy"``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ from agent_runtime.search.base import Doc, SearchConfigError
 from agent_runtime.search.corpus import CorpusError, read_corpus
 
 log = logging.getLogger(__name__)
+# bm25s sets its own logger to DEBUG on import; its build messages would leak into every CLI.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 META_FILE = "tapo_search.json"
 DOCS_FILE = "corpus.jsonl"  # bm25s's default corpus file name
@@ -84,7 +86,10 @@ def build_index(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META_FILE).unlink(missing_ok=True)  # the directory is not loadable until the save completes
     retriever.save(out_dir, corpus=(row.to_json() for row in rows), show_progress=progress)
-    info = IndexInfo(out_dir, len(rows), stopwords, uuid.uuid4().hex)
+    # The contents' hash: caches keyed by it stay valid across identical rebuilds (a committed index
+    # does not change when regenerated), and change with the contents.
+    digest = hashlib.sha256(json.dumps([stopwords, [row.to_json() for row in rows]], sort_keys=True).encode())
+    info = IndexInfo(out_dir, len(rows), stopwords, digest.hexdigest()[:32])
     meta = {"format": INDEX_FORMAT, "num_docs": info.num_docs, "stopwords": stopwords, "build_id": info.build_id}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return info
