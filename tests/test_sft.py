@@ -104,3 +104,34 @@ def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(path), "--model", "tiny",
                            "--output-dir", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no trajectories to train on" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_shared_prefix_loss_equals_the_plain_loss_and_its_gradients(tiny_tokenizer, tiny_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from agent_runtime.models.prefix_loss import prefix_shared_loss, shared_prefix_length
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    tasks = fixture_tasks(seed=11, n=6)
+    records = [_record(t.question, trajectory_text(t)) for t in tasks]
+    data = sft_dataset(records, tiny_tokenizer, TAPO, max_length=2048)
+    rows = [(r["input_ids"], r["labels"]) for r in data]
+    prefix = shared_prefix_length([ids for ids, _ in rows]) - 1
+    assert prefix > 200  # the system prompt
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    shared, n = prefix_shared_loss(model, rows, prefix, tiny_tokenizer.pad_token_id)
+    shared_grads = grads(shared)
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
+    plain = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    assert n == int((labels[:, 1:] != -100).sum())
+    assert shared.item() == pytest.approx(plain.item(), rel=1e-5)
+    for a, b in zip(shared_grads, grads(plain)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -26,6 +26,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
+from agent_runtime.models.prefix_loss import prefix_shared_loss, shared_prefix_length
 from agent_runtime.prompts import build_prompt_ids, encode_pieces
 from agent_runtime.protocol import TAPO
 
@@ -150,38 +151,6 @@ def encode_example(tokenizer: PreTrainedTokenizerFast, question: str, pieces: li
     return encode_pieces(tokenizer, ids, pieces, tokenizer.convert_tokens_to_ids(EOS_TOKEN))
 
 
-def _shared_prefix_length(sequences: list[list[int]]) -> int:
-    first = sequences[0]
-    n = min(len(s) for s in sequences)
-    for s in sequences[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
-    return n
-
-
-def _batch_loss(model: Qwen2ForCausalLM, batch: list[tuple[list[int], list[int]]], prefix: torch.Tensor,
-                pad: int) -> torch.Tensor:
-    """Mean token loss of ``batch``, whose rows all start with ``prefix`` (no loss falls on it).
-
-    The prefix's keys and values are computed once and repeated for each row; gradients flow
-    through them, so this equals the loss of the full padded batch, about 5x cheaper.
-    (The prefix's last token predicts no labelled token: the first row token is prompt text.)
-    """
-    cut = prefix.shape[1]
-    rows = [(ids[cut:], labels[cut:]) for ids, labels in batch]
-    width = max(len(ids) for ids, _ in rows)
-    # Right padding: with causal attention, pads only follow real tokens, so no mask is needed.
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
-    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    cache = model.model(input_ids=prefix, use_cache=True).past_key_values
-    cache.batch_repeat_interleave(len(rows))
-    hidden = model.model(input_ids=input_ids, past_key_values=cache).last_hidden_state
-    # Next-token loss; the vocabulary projection only where a label is (a third of positions are not).
-    targets = labels[:, 1:]
-    keep = targets != -100
-    logits = model.lm_head(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
-
-
 def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int = 0,
                   progress: bool = False) -> float:
     """Trains ``model`` on the fixture trajectories in place; returns the final smoothed loss.
@@ -196,7 +165,7 @@ def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s
     for system_prompt in (False, True):
         examples = [encode_example(tokenizer, q, pieces, system_prompt) for q, pieces in tasks]
         # All prompts share their start (the system prompt): run it once per step, not once per row.
-        prefix = torch.tensor([examples[0][0][:_shared_prefix_length([ids for ids, _ in examples])]])
+        prefix = torch.tensor([examples[0][0][:shared_prefix_length([ids for ids, _ in examples])]])
         phases.append((examples, prefix))
     pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     rng = random.Random(seed)
@@ -225,7 +194,7 @@ def train_fixture(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s
     for step in steps:
         examples, prefix = phases[step >= SPEC.short_prompt_steps]
         batch = rng.sample(examples, SPEC.batch_size)
-        loss = _batch_loss(model, batch, prefix, pad)
+        loss, _ = prefix_shared_loss(model, batch, prefix.shape[1], pad)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
