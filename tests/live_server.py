@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
-
 from asgi_thread import serve_asgi
 
 from agent_runtime.backends.transformers_engine import TransformersBackend
@@ -131,6 +130,11 @@ def hanging_server(tiny_model, tiny_tokenizer) -> Iterator[tuple[str, HangingCod
 def single_slot_server(hanging_server) -> tuple[str, HangingCode]:
     """``max_concurrency=1``: the hanging server (one held stream fills it)."""
     return hanging_server
+
+
+def http_client(url: str) -> httpx.Client:
+    """A client of a test server, patient enough for CPU generation."""
+    return httpx.Client(base_url=url, timeout=120)
 
 
 def wait_idle(url: str, timeout: float = 10.0, **client_kwargs: Any) -> dict:

@@ -14,19 +14,13 @@ import time
 import httpx
 import pytest
 import torch
-from openai import AsyncOpenAI, OpenAI
-
-from agent_runtime.detok import decode
-from agent_runtime.models.fixture_tasks import fixture_tasks, run_python
-from agent_runtime.prompts import build_prompt_ids
-from agent_runtime.protocol import TAPO
-from agent_runtime.trajectory import AgentFinishReason
 from live_server import (  # noqa: F401  (pytest fixtures)
     ARITH_QUESTIONS,
     MODEL,
     SANDBOX_PROBLEM,
     check_chat_stream,
     hanging_server,
+    http_client,
     metric,
     read_sse,
     server_url,
@@ -34,6 +28,13 @@ from live_server import (  # noqa: F401  (pytest fixtures)
     validate,
     wait_idle,
 )
+from openai import AsyncOpenAI, OpenAI
+
+from agent_runtime.detok import decode
+from agent_runtime.models.fixture_tasks import fixture_tasks, run_python
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import TAPO
+from agent_runtime.trajectory import AgentFinishReason
 
 AGENT_FINISH_REASONS = set(AgentFinishReason.__args__)
 TOOL_STEP_KEYS = {"id", "index", "name", "arguments", "status", "ok", "output", "hits", "seconds", "injected_tokens"}
@@ -42,7 +43,7 @@ FACT_QUESTIONS = tuple(t.question for t in fixture_tasks(7, 40) if t.family == "
 
 @pytest.fixture(scope="module")
 def http(server_url):
-    with httpx.Client(base_url=server_url, timeout=120) as client:
+    with http_client(server_url) as client:
         yield client
 
 
@@ -242,15 +243,21 @@ def test_sdk_stream_matches_the_non_streaming_reply(client, arith_replies):
     check_summary_against(summary, arith_replies[question])
 
 
-async def test_async_sdk_stream_matches_the_non_streaming_reply(server_url, arith_replies):
-    question = tool_question(arith_replies)
-    client = AsyncOpenAI(base_url=f"{server_url}/v1", api_key="x", max_retries=0, timeout=120)
+async def async_stream_summary(client: AsyncOpenAI, question: str) -> StreamSummary:
+    """A greedy streamed reply to ``question`` through the async SDK, summarised."""
     summary = StreamSummary()
     stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
                                                   temperature=0, stream=True,
                                                   stream_options={"include_usage": True})
     async for chunk in stream:
         summary.feed(chunk)
+    return summary
+
+
+async def test_async_sdk_stream_matches_the_non_streaming_reply(server_url, arith_replies):
+    question = tool_question(arith_replies)
+    client = AsyncOpenAI(base_url=f"{server_url}/v1", api_key="x", max_retries=0, timeout=120)
+    summary = await async_stream_summary(client, question)
     await client.close()
     check_summary_against(summary, arith_replies[question])
 
@@ -675,15 +682,6 @@ async def test_32_concurrent_streams(server_url, arith_replies):
     questions = [ARITH_QUESTIONS[i % len(ARITH_QUESTIONS)] for i in range(32)]
     client = AsyncOpenAI(base_url=f"{server_url}/v1", api_key="x", max_retries=0, timeout=120)
 
-    async def one(question: str) -> StreamSummary:
-        summary = StreamSummary()
-        stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
-                                                      temperature=0, stream=True,
-                                                      stream_options={"include_usage": True})
-        async for chunk in stream:
-            summary.feed(chunk)
-        return summary
-
     async def raw(question: str) -> list[dict]:
         async with httpx.AsyncClient(base_url=server_url, timeout=120) as http:
             async with http.stream("POST", "/v1/chat/completions", json=chat_body(question, stream=True)) as r:
@@ -691,7 +689,7 @@ async def test_32_concurrent_streams(server_url, arith_replies):
                 return check_chat_stream([p async for p in _alines(r)])
 
     started = time.monotonic()
-    summaries = await asyncio.gather(*(one(q) for q in questions))
+    summaries = await asyncio.gather(*(async_stream_summary(client, q) for q in questions))
     await client.close()
     assert wait_idle(server_url)["in_flight"] == 0
     raws = await asyncio.gather(*(raw(q) for q in questions))  # the same 32, read as raw SSE

@@ -13,17 +13,12 @@ import time
 
 import httpx
 import pytest
-
-from agent_runtime.backends import make_backend
-from agent_runtime.backends.remote import RemoteBackend
-from agent_runtime.models.fixture_tasks import fixture_tasks
-from agent_runtime.prompts import build_prompt_ids
-from agent_runtime.protocol import TAPO
 from live_server import (  # noqa: F401  (pytest fixtures)
     ARITH_QUESTIONS,
     MODEL,
     assert_error,
     check_chat_stream,
+    http_client,
     make_state,
     read_sse,
     running_server,
@@ -32,6 +27,12 @@ from live_server import (  # noqa: F401  (pytest fixtures)
     validate,
     wait_idle,
 )
+
+from agent_runtime.backends import make_backend
+from agent_runtime.backends.remote import RemoteBackend
+from agent_runtime.models.fixture_tasks import fixture_tasks
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import TAPO
 
 QUESTIONS = (ARITH_QUESTIONS[0], ARITH_QUESTIONS[1],
              next(t.question for t in fixture_tasks(7, 40) if t.family == "fact"), "Hello, how are you?")
@@ -48,13 +49,13 @@ def remote_url(server_url, tiny_path, tiny_model, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def a(server_url):
-    with httpx.Client(base_url=server_url, timeout=120) as client:
+    with http_client(server_url) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def b(remote_url):
-    with httpx.Client(base_url=remote_url, timeout=120) as client:
+    with http_client(remote_url) as client:
         yield client
 
 

@@ -193,6 +193,9 @@ def train_sft(records: list[dict[str, Any]], *, model_name: str, output_dir: Pat
         lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=5, save_strategy="epoch", seed=seed,
         report_to=report_to, bf16=on_gpu, use_cpu=not on_gpu, dataset_num_proc=None,
         gradient_checkpointing=False,  # small models; and the shared-prefix loss needs the prefix's cache
+        # Rows of similar length together: padding costs compute, and CPU attention memory grows with
+        # batch x width x (prefix + width).
+        train_sampling_strategy="group_by_length",
     )
     trainer = _prefix_sharing_trainer_class()(model=model, args=args, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config)
@@ -247,6 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--protocol", default="tapo")
     p.add_argument("--all", action="store_true", help="train on every trajectory, not only correct ones")
+    p.add_argument("--limit", type=int, help="train on the first N usable trajectories")
     p.add_argument("--no-lora", action="store_true", help="train all weights")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=32)
@@ -290,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             records += taught if args.all else kept
         if not records:
             raise DataError("no trajectories to train on: give --data files or --teacher")
+        if args.limit is not None:
+            records = records[: args.limit]
         final = train_sft(records, model_name=args.model, output_dir=args.output_dir, protocol=protocol,
                           lora=not args.no_lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs,
                           max_steps=args.max_steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
