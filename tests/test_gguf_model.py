@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent_runtime.models import cache as cache_module
 from agent_runtime.models import gguf as gguf_module
 from agent_runtime.models.resolve import PACKAGED_MODELS, gguf_source, load_causal_lm, resolve_model
 
@@ -144,8 +145,8 @@ def test_build_once_renames_a_finished_build_into_place(tmp_path):
         (tmp / "done").write_text("{}")
 
     (target).mkdir()  # a partial leftover of an interrupted build: replaced
-    assert gguf_module.build_once(target, "done", build) == target
-    assert gguf_module.build_once(target, "done", build) == target
+    assert cache_module.build_once(target, "done", build) == target
+    assert cache_module.build_once(target, "done", build) == target
     assert len(calls) == 1 and not calls[0].exists() and (target / "weights").read_text() == "w"
 
     def failing(tmp: Path) -> None:
@@ -153,7 +154,7 @@ def test_build_once_renames_a_finished_build_into_place(tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        gguf_module.build_once(tmp_path / "other", "done", failing)
+        cache_module.build_once(tmp_path / "other", "done", failing)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["entry"]
 
 

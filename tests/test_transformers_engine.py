@@ -38,6 +38,14 @@ async def generate(backend, prompt, params):
     return ids, logprobs, finish
 
 
+def assert_teacher_forced_logprobs(model, context: list[int], ids: list[int], logprobs: list[float]) -> None:
+    """``logprobs`` of ``ids`` sampled after ``context`` equal a plain forward pass over them all."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([context + ids])).logits[0], dim=-1)
+    for k, tok in enumerate(ids):
+        assert logprobs[k] == pytest.approx(float(logp[len(context) + k - 1, tok]), abs=1e-4)
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 async def test_batched_slots_match_plain_transformers(arch):
     model, tokenizer = random_model(arch), word_tokenizer()
@@ -49,10 +57,7 @@ async def test_batched_slots_match_plain_transformers(arch):
             expected = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=1,
                                       pad_token_id=0)[0, len(prompt):].tolist()
             assert ids == expected[: len(ids)]
-            with torch.no_grad():
-                logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], dim=-1)
-            for k, tok in enumerate(ids):
-                assert logprobs[k] == pytest.approx(float(logp[len(prompt) + k - 1, tok]), abs=1e-4)
+            assert_teacher_forced_logprobs(model, prompt, ids, logprobs)
     finally:
         await backend.aclose()
 
@@ -68,10 +73,7 @@ async def test_continuation_reuses_the_parked_slot():
         more, logprobs, _ = await generate(backend, continued, SamplingParams(max_tokens=5, temperature=0))
         assert backend.stats["reused_tokens"] - before["reused_tokens"] == len(prompt) + len(ids) - 1
         assert backend.stats["prefill_tokens"] - before["prefill_tokens"] == 4  # last sampled token + 3 injected
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([continued + more])).logits[0], dim=-1)
-        for k, tok in enumerate(more):
-            assert logprobs[k] == pytest.approx(float(logp[len(continued) + k - 1, tok]), abs=1e-4)
+        assert_teacher_forced_logprobs(model, continued, more, logprobs)
     finally:
         await backend.aclose()
 
@@ -89,10 +91,7 @@ async def test_after_a_weight_update_nothing_computed_with_the_old_weights_is_re
         before = dict(backend.stats)
         ids, logprobs, _ = await generate(backend, prompt, SamplingParams(max_tokens=3, temperature=0))
         assert backend.stats["reused_tokens"] == before["reused_tokens"]
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], dim=-1)
-        for k, tok in enumerate(ids):
-            assert logprobs[k] == pytest.approx(float(logp[len(prompt) + k - 1, tok]), abs=1e-4)
+        assert_teacher_forced_logprobs(model, prompt, ids, logprobs)
     finally:
         await backend.aclose()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from training.rewards import golds_of
 
-__all__ = ["DataError", "TaskRow", "load_rows", "iter_jsonl", "iter_parquet", "row_to_task"]
+__all__ = ["DataError", "TaskRow", "load_rows", "iter_json_lines", "iter_jsonl", "iter_parquet", "row_to_task"]
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -139,8 +139,10 @@ def row_to_task(row: Any, where: str) -> TaskRow:
     return TaskRow(None, question, gt, data_source, extra, ability)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[TaskRow]:
-    """Rows of a JSON Lines file (blank lines skipped); a ``.json`` file holding one array works too."""
+def iter_json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each value of a JSON Lines file (blank lines skipped), ``where`` being
+    ``path:LINE``; a ``.json`` file holding one array works too (``path: item N``). Unreadable files
+    and bad JSON raise :class:`DataError` naming the file and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -152,16 +154,21 @@ def iter_jsonl(path: str | Path) -> Iterator[TaskRow]:
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: bad JSON: {e.msg}") from None
         for i, row in enumerate(rows):
-            yield row_to_task(row, f"{path}: item {i}")
+            yield f"{path}: item {i}", row
         return
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield f"{path}:{lineno}", json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-        yield row_to_task(row, f"{path}:{lineno}")
+
+
+def iter_jsonl(path: str | Path) -> Iterator[TaskRow]:
+    """Task rows of a JSON Lines file (see :func:`iter_json_lines`)."""
+    for where, row in iter_json_lines(path):
+        yield row_to_task(row, where)
 
 
 def iter_parquet(path: str | Path, batch_size: int = 1024) -> Iterator[TaskRow]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import re
 import sys
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from agent_runtime.protocol import Protocol, get_protocol
-from training.data import DataError
+from training import configure_logging
+from training.data import DataError, iter_json_lines
 
 log = logging.getLogger("training.sft")
 
@@ -55,21 +55,10 @@ def load_trajectories(paths: Iterable[str | Path], *, correct_only: bool = True)
     records judged correct (``correct`` truthy) and ended by an answer."""
     records = []
     for path in paths:
-        path = Path(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
+        for where, record in iter_json_lines(path):
             if not isinstance(record, dict) or not isinstance(record.get("question"), str) \
                     or not isinstance(record.get("text"), str):
-                raise DataError(f"{path}:{lineno}: a trajectory record needs string fields 'question' and 'text'")
+                raise DataError(f"{where}: a trajectory record needs string fields 'question' and 'text'")
             if correct_only and not (record.get("correct") and record.get("final_answer") is not None):
                 continue
             records.append(record)
@@ -268,14 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+    configure_logging(log, verbose=args.verbose)
     try:
         protocol = get_protocol(args.protocol)
         records = load_trajectories(args.data, correct_only=not args.all)

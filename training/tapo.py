@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-from training.config import ConfigError, TapoConfig, load_config
+from training import configure_logging
+from training.config import TapoConfig, load_config
 
 log = logging.getLogger("training.tapo")
 
@@ -301,22 +301,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    from transformers.utils import logging as hf_logging
-
-    if not args.verbose:
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # weight loading and shard writing; training keeps its own
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    configure_logging(log, verbose=args.verbose)
     try:
         cfg = load_config(args.config, args.overrides)
         train(cfg, args.output_dir, resume=args.resume)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # data errors (file:line), tool configuration, model names
+    except ValueError as e:  # config (file: key), data (file:line), tool configuration, model names
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

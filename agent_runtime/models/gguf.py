@@ -15,17 +15,15 @@ keyed by :func:`gguf_fingerprint` and :data:`CONVERTER_VERSION`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
+
+from agent_runtime.models.cache import build_once, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,51 +51,13 @@ def gguf_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cache_dir() -> Path:
-    from agent_runtime.models.tiny import _cache_dir as project_cache_dir  # one definition of the cache
-
-    return project_cache_dir()
-
-
 def converted_path(gguf_file: str | Path) -> Path:
     """Where :func:`gguf_model_path` keeps the conversion of ``gguf_file`` (it may not exist yet).
 
     Named by content, not by file name: a renamed or symlinked file finds the same conversion (its
     :data:`DONE_FILE` names the file it was made from).
     """
-    return _cache_dir() / f"{CONVERTER_VERSION}-{gguf_fingerprint(gguf_file)}"
-
-
-def build_once(target: Path, done_file: str, build: Callable[[Path], object]) -> Path:
-    """``target``, built by ``build(tmp_dir)`` unless ``target / done_file`` already exists.
-
-    Safe across processes: one builds under an exclusive lock (``target.lock`` next to it) into a
-    temporary directory beside ``target`` that is renamed into place atomically; the others wait on
-    the lock and then find it built. ``build`` must write ``done_file`` last.
-    """
-    if (target / done_file).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (target / done_file).exists():  # another process built it while we waited
-                return target
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private
-            try:
-                build(tmp)
-                if not (tmp / done_file).exists():
-                    raise RuntimeError(f"building {target} did not write {done_file}")
-                if target.exists():  # a partial leftover without the done file
-                    shutil.rmtree(target)
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
+    return cache_dir() / f"{CONVERTER_VERSION}-{gguf_fingerprint(gguf_file)}"
 
 
 @contextlib.contextmanager

@@ -9,14 +9,10 @@ alone). The result follows the TAPO format reliably and gets the answer right of
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from agent_runtime.models.cache import build_once, cache_dir
 from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
 from agent_runtime.models.prefix_loss import prefix_shared_loss, shared_prefix_length
 from agent_runtime.prompts import build_prompt_ids, encode_pieces
@@ -244,36 +241,8 @@ def _source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("TAPO_CACHE_DIR", Path.home() / ".cache" / "tapo"))
-
-
 def tiny_model_path(seed: int = 0) -> Path:
-    """A built-and-trained tiny model directory, cached under ``$TAPO_CACHE_DIR`` (``~/.cache/tapo``).
-
-    Safe across processes: one builds under an exclusive lock into a temporary directory that is
-    renamed into place atomically; the others wait on the lock and then find it built.
-    """
-    cache = _cache_dir()
-    target = cache / f"{VERSION}-{_source_digest()}-seed{seed}"
-    if (target / FIXTURE_FILE).exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (target / FIXTURE_FILE).exists():  # another process built it while we waited
-                return target
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private
-            try:
-                build_tiny_model(tmp, seed=seed, train=True)
-                if target.exists():  # a partial leftover without the fixture file
-                    shutil.rmtree(target)
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
+    """A built-and-trained tiny model directory, cached under ``$TAPO_CACHE_DIR`` (``~/.cache/tapo``),
+    built once across processes (:func:`agent_runtime.models.cache.build_once`)."""
+    target = cache_dir() / f"{VERSION}-{_source_digest()}-seed{seed}"
+    return build_once(target, FIXTURE_FILE, lambda out: build_tiny_model(out, seed=seed, train=True))
