@@ -1,0 +1,123 @@
+"""demo_direct: questions that need no tool: social turns and facts the base model knows."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from training.tasks.families.base import (
+    DIRECT,
+    Draft,
+    Template,
+    a_or_an,
+    answer,
+    think,
+)
+
+# --------------------------------------------------------------------------- demo_direct kinds
+
+REPLIES = {
+    "greeting": ("Hello! I can search my encyclopedia of towns, people, companies and inventions, and run Python "
+                 "for exact calculations. What would you like to know?",
+                 "Hi! Ask me a question; I can look facts up or compute things for you."),
+    "capabilities": ("I can answer questions, search a small encyclopedia of towns, people, companies and "
+                     "inventions, and run Python code for exact arithmetic.",),
+    "thanks": ("You're welcome! Ask me anything else.", "Glad I could help!"),
+    "identity": ("I am a small assistant that can search an encyclopedia and run Python code.",),
+    "farewell": ("Goodbye! Come back any time.",),
+}
+_THINK_SOCIAL = {
+    "greeting": "This is a greeting, so no tool is needed.",
+    "capabilities": "The user asks what I can do; no tool is needed.",
+    "thanks": "The user is thanking me; no tool is needed.",
+    "identity": "The user asks who I am; no tool is needed.",
+    "farewell": "The user is saying goodbye; no tool is needed.",
+}
+
+
+def d_social(rng, ctx, text, kind: str, utterances: tuple[str, ...]):
+    u = rng.choice(utterances)
+    return Draft(u, "", [think(_THINK_SOCIAL[kind]), answer(rng.choice(REPLIES[kind]))])
+
+
+def d_capital(rng, ctx, text):
+    country, capitals = rng.choice(ctx.pools.capitals)
+    return Draft(text.format(country=country), list(capitals),
+                 [think(f"I know this without a tool: the capital of {country} is {capitals[0]}."),
+                  answer(capitals[0])], (country,))
+
+
+def d_opposite(rng, ctx, text):
+    word, opposites = rng.choice(ctx.pools.opposites)
+    return Draft(text.format(word=word), list(opposites),
+                 [think(f"The opposite of {word} is {opposites[0]}; no tool is needed."), answer(opposites[0])],
+                 (word,))
+
+
+def d_legs(rng, ctx, text):
+    animal, n = rng.choice(ctx.pools.legs)
+    return Draft(text.format(a_animal=a_or_an(animal), A_animal=a_or_an(animal).capitalize()), str(n),
+                 [think(f"{a_or_an(animal).capitalize()} has {n} legs; I know this."), answer(str(n))], (animal,))
+
+
+def d_colour(rng, ctx, text):
+    thing, colours = rng.choice(ctx.pools.colours)
+    return Draft(text.format(thing=thing, Thing=thing[0].upper() + thing[1:]), list(colours),
+                 [think(f"{thing[0].upper() + thing[1:]} is {colours[0]}; no tool is needed."), answer(colours[0])],
+                 (thing,))
+
+
+def d_define(rng, ctx, text):
+    term, definition = rng.choice(ctx.pools.terms)
+    bare = term.split(" ", 1)[1]
+    return Draft(text.format(term=term, bare=bare), "",
+                 [think("This is a simple definition I can give without tools."), answer(definition)], (bare,))
+
+
+def d_small_sum(rng, ctx, text):
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return Draft(text.format(a=a, b=b), str(a + b),
+                 [think(f"{a} plus {b} is {a + b}; that needs no tool."), answer(str(a + b))])
+
+
+_D = DIRECT
+DIRECT_TEMPLATES = (
+    Template("direct/greeting", _D, "train", "{utterance}",
+             partial(d_social, kind="greeting", utterances=(
+                 "Hello!", "Hi!", "Hi there!", "Hey!", "Good morning!", "Good evening!", "Hello there.",
+                 "Greetings!", "Hey there!", "Hello, how are you?", "Hi, nice to meet you.", "Good afternoon!",
+                 "Hello again!", "Hi, how is it going?", "Morning!", "Hey, good to see you.", "Hello, anyone there?"))),
+    Template("direct/capabilities", _D, "train", "{utterance}",
+             partial(d_social, kind="capabilities", utterances=(
+                 "What can you do?", "What are you able to help with?", "What tools do you have?",
+                 "How can you help me?", "What kind of questions can you answer?", "What are your abilities?",
+                 "What do you know how to do?", "Can you help me with something?", "What are you good at?",
+                 "What sort of tasks can you handle?", "Which tools can you use?"))),
+    Template("direct/thanks", _D, "train", "{utterance}",
+             partial(d_social, kind="thanks", utterances=(
+                 "Thanks!", "Thank you!", "Thank you for your help.", "Thanks a lot.", "Great, thanks!",
+                 "Many thanks.", "Thank you so much.", "That was helpful, thanks.", "Cheers, thank you!",
+                 "Perfect, thank you.", "I appreciate your help."))),
+    Template("direct/capital/what-is", _D, "train", "What is the capital of {country}?", d_capital),
+    Template("direct/capital/which-city", _D, "train", "Which city is the capital of {country}?", d_capital),
+    Template("direct/opposite/what-is", _D, "train", "What is the opposite of {word}?", d_opposite),
+    Template("direct/legs/how-many", _D, "train", "How many legs does {a_animal} have?", d_legs),
+    Template("direct/colour/what-colour", _D, "train", "What colour is {thing}?", d_colour),
+    Template("direct/define/what-is", _D, "train", "What is {term}?", d_define),
+    Template("direct/define/what-does-mean", _D, "train", 'What does the word "{bare}" mean?', d_define),
+    Template("direct/small-sum/plus", _D, "train", "What is {a} plus {b}?", d_small_sum),
+    # test only
+    Template("direct/identity", _D, "test", "{utterance}",
+             partial(d_social, kind="identity", utterances=(
+                 "Who are you?", "Who am I talking to?", "Are you a person or a program?",
+                 "Tell me about yourself.", "What is your name?"))),
+    Template("direct/farewell", _D, "test", "{utterance}",
+             partial(d_social, kind="farewell", utterances=(
+                 "Goodbye!", "Bye, see you later.", "Good night, and thanks for the help!", "I have to go now, bye!",
+                 "See you tomorrow."))),
+    Template("direct/capital/name-the-city", _D, "test", "Name the capital city of {country}.", d_capital),
+    Template("direct/opposite/give-a-word", _D, "test", "Give me a word that means the opposite of {word}.",
+             d_opposite),
+    Template("direct/define/explain-one-sentence", _D, "test", "Explain in one sentence what {term} is.", d_define),
+    Template("direct/legs/walks-on", _D, "test", "{A_animal} walks on how many legs?", d_legs),
+    Template("direct/colour/usually-what", _D, "test", "{Thing} is usually what colour?", d_colour),
+)

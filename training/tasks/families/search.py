@@ -1,0 +1,151 @@
+"""demo_search: one fact about an entity of the fictional encyclopedia, found by one search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from training.tasks.families.base import SEARCH, Draft, Step, Template, a_or_an, answer, search, think
+from training.tasks.world import Company, Device, Person, Town, World
+
+# --------------------------------------------------------------------------- demo_search kinds
+
+_PERSON_ATTRS = ("birthplace", "born", "occupation")
+_TOWN_ATTRS = ("founded", "population", "region")
+_COMPANY_ATTRS = ("founder", "established", "hq", "employees")
+_DEVICE_ATTRS = ("inventor", "year")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact of the encyclopedia: the query that finds it, its passage, and how to say it."""
+
+    entity: str
+    query: str
+    title: str
+    value: str  # as the passage writes it (and the gold)
+    need: str  # "I need ..." clause
+    says: str  # the sentence the model thinks after reading the result
+
+
+def person_fact(world: World, p: Person, attr: str) -> Fact:
+    title = world.titles[p.name]["life"]
+    if attr == "birthplace":
+        return Fact(p.name, f"{p.name} born", title, p.birthplace, f"where {p.name} was born",
+                    f"{p.name} was born in {p.birthplace}.")
+    if attr == "born":
+        return Fact(p.name, f"{p.name} born", title, str(p.born), f"the year {p.name} was born",
+                    f"{p.name} was born in {p.born}.")
+    return Fact(p.name, f"{p.name} worked as", title, p.occupation, f"what {p.name} worked as",
+                f"{p.name} worked as {a_or_an(p.occupation)}.")
+
+
+def town_fact(world: World, t: Town, attr: str) -> Fact:
+    titles = world.titles[t.name]
+    if attr == "founded":
+        return Fact(t.name, f"{t.name} founded", titles["history"], str(t.founded), f"the year {t.name} was founded",
+                    f"{t.name} was founded in {t.founded}.")
+    if attr == "population":
+        return Fact(t.name, f"{t.name} population", titles["census"], f"{t.population:,}",
+                    f"the population of {t.name}", f"{t.name} has a population of {t.population:,}.")
+    return Fact(t.name, f"{t.name} located", titles["history"], t.region, f"the region {t.name} is in",
+                f"{t.name} is in the {t.region}.")
+
+
+def company_fact(world: World, c: Company, attr: str) -> Fact:
+    titles = world.titles[c.name]
+    if attr == "founder":
+        return Fact(c.name, f"{c.name} founded", titles["profile"], c.founder, f"who founded {c.name}",
+                    f"{c.name} was founded by {c.founder}.")
+    if attr == "established":
+        return Fact(c.name, f"{c.name} founded", titles["profile"], str(c.founded), f"the year {c.name} was founded",
+                    f"{c.name} was founded in {c.founded}.")
+    if attr == "hq":
+        return Fact(c.name, f"{c.name} headquarters", titles["profile"], c.hq, f"where {c.name} has its headquarters",
+                    f"The headquarters of {c.name} are in {c.hq}.")
+    return Fact(c.name, f"{c.name} employees", titles["today"], f"{c.employees:,}",
+                f"how many employees {c.name} has", f"{c.name} has {c.employees:,} employees.")
+
+
+def device_fact(world: World, d: Device, attr: str) -> Fact:
+    title = world.titles[d.name]["device"]
+    if attr == "inventor":
+        return Fact(d.name, f"{d.name} invented", title, d.inventor, f"who invented the {d.name}",
+                    f"The {d.name} was invented by {d.inventor}.")
+    return Fact(d.name, f"{d.name} invented", title, str(d.year), f"the year the {d.name} was invented",
+                f"The {d.name} was invented in {d.year}.")
+
+
+def fact_step(f: Fact) -> Step:
+    return search(f.query, f.title, f.value)
+
+
+def s_fact(rng, ctx, text, attr: str):
+    w = ctx.world
+    if attr in _PERSON_ATTRS:
+        p = rng.choice(w.persons)
+        f, fields, ents = person_fact(w, p, attr), {"P": p.name}, [p.name]
+        if attr == "birthplace":
+            ents.append(p.birthplace)
+    elif attr in _TOWN_ATTRS:
+        t = rng.choice(w.towns)
+        f, fields, ents = town_fact(w, t, attr), {"T": t.name}, [t.name]
+        if attr == "region":
+            ents.append(t.region)
+    elif attr in _COMPANY_ATTRS:
+        c = rng.choice(w.companies)
+        f, fields, ents = company_fact(w, c, attr), {"C": c.name}, [c.name]
+        if attr in ("founder", "hq"):
+            ents.append(f.value)
+    else:
+        d = rng.choice(w.devices)
+        f, fields, ents = device_fact(w, d, attr), {"D": d.name}, [d.name]
+        if attr == "inventor":
+            ents.append(d.inventor)
+    steps = [think(f"I need to find {f.need}."), fact_step(f), think(f.says), answer(f.value)]
+    return Draft(text.format(**fields), f.value, steps, tuple(ents))
+
+
+def _s(id_: str, split: str, text: str, attr: str) -> Template:
+    return Template(f"search/{attr}/{id_}", SEARCH, split, text, partial(s_fact, attr=attr))
+
+
+SEARCH_TEMPLATES = (
+    _s("where-born", "train", "Where was {P} born?", "birthplace"),
+    _s("which-town-born", "train", "In which town was {P} born?", "birthplace"),
+    _s("birthplace-of", "train", "What is the birthplace of {P}?", "birthplace"),
+    _s("what-year-born", "train", "In what year was {P} born?", "born"),
+    _s("when-born", "train", "When was {P} born?", "born"),
+    _s("occupation-of", "train", "What was {P}'s occupation?", "occupation"),
+    _s("work-as", "train", "What did {P} work as?", "occupation"),
+    _s("when-founded", "train", "When was {T} founded?", "founded"),
+    _s("which-year-town-founded", "train", "In which year was the town of {T} founded?", "founded"),
+    _s("population-of", "train", "What is the population of {T}?", "population"),
+    _s("how-many-live", "train", "How many people live in {T}?", "population"),
+    _s("which-region", "train", "In which region is {T}?", "region"),
+    _s("where-located", "train", "Where is the town of {T} located?", "region"),
+    _s("who-founded", "train", "Who founded {C}?", "founder"),
+    _s("founder-of", "train", "Who was the founder of {C}?", "founder"),
+    _s("when-company-founded", "train", "When was {C} founded?", "established"),
+    _s("what-year-established", "train", "In what year was {C} established?", "established"),
+    _s("where-headquartered", "train", "Where is {C} headquartered?", "hq"),
+    _s("which-town-headquarters", "train", "In which town are the headquarters of {C}?", "hq"),
+    _s("how-many-employ", "train", "How many people does {C} employ?", "employees"),
+    _s("how-many-employees", "train", "How many employees does {C} have?", "employees"),
+    _s("who-invented", "train", "Who invented the {D}?", "inventor"),
+    _s("inventor-of", "train", "Who is the inventor of the {D}?", "inventor"),
+    _s("when-invented", "train", "When was the {D} invented?", "year"),
+    _s("what-year-invented", "train", "In what year was the {D} invented?", "year"),
+    # test only
+    _s("came-into-the-world", "test", "{P} came into the world in which town?", "birthplace"),
+    _s("give-year-of-birth", "test", "Give the year of birth of {P}.", "born"),
+    _s("tell-residents-census", "test", "Tell me the number of residents counted in {T} at the last census.",
+       "population"),
+    _s("credited-with-creating", "test", "Which person is credited with creating the {D}?", "inventor"),
+    _s("set-up-in-which-year", "test", "The company {C} was set up in which year?", "established"),
+    _s("head-office-in", "test", "{C} has its head office in which town?", "hq"),
+    _s("trade-followed", "test", "What trade did {P} follow?", "occupation"),
+)
+
+
+# --------------------------------------------------------------------------- demo_twohop kinds
