@@ -69,8 +69,26 @@ def test_only_correct_answered_records_are_kept_and_bad_lines_name_file_and_line
         load_trajectories([path])
 
 
-def test_sft_command_trains_a_lora_adapter_that_tapo_continues(tmp_path: Path, tiny_path) -> None:
-    """The demo recipe's shape on the tiny model: SFT writes an adapter, TAPO goes on training it."""
+def _step_rewards(run: Path) -> list[float]:
+    """Mean training reward of each step, from the trajectories the trainer dumps."""
+    steps = sorted((run / "rollouts").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+    means = []
+    for path in steps:
+        rewards = [json.loads(line)["reward"] for line in path.read_text().splitlines()]
+        means.append(sum(rewards) / len(rewards))
+    return means
+
+
+def _tapo(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.tapo", "--config", "configs/tiny-cpu.yaml",
+                           "--output-dir", str(out), *overrides], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_shortened_recipe_sft_then_tapo_raises_the_training_reward(tmp_path: Path, tiny_path) -> None:
+    """The demo recipe's shape on the tiny model and a fixed seed: SFT writes a LoRA adapter, TAPO goes
+    on training that same adapter, and the mean reward of its last steps is above that of its first
+    steps and above a control run with learning rate 0 (same seeds, same prompts)."""
     data = tmp_path / "traj.jsonl"
     with data.open("w") as f:
         for task in fixture_tasks(seed=9, n=24):
@@ -78,7 +96,7 @@ def test_sft_command_trains_a_lora_adapter_that_tapo_continues(tmp_path: Path, t
     sft_out = tmp_path / "sft"
     proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(data), "--model", "tiny",
                            "--output-dir", str(sft_out), "--max-steps", "3", "--batch-size", "8",
-                           "--learning-rate", "1e-2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--learning-rate", "1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     adapter = sft_out / "final"
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -86,16 +104,23 @@ def test_sft_command_trains_a_lora_adapter_that_tapo_continues(tmp_path: Path, t
     sft_weights = load_file(adapter / "adapter_model.safetensors")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in sft_weights.items())
 
-    rl_out = tmp_path / "rl"
-    proc = subprocess.run([sys.executable, "-m", "training.tapo", "--config", "configs/tiny-cpu.yaml",
-                           "--output-dir", str(rl_out), f"model.name={adapter}", "lora.enabled=true",
-                           "grpo.max_steps=2", "grpo.learning_rate=1e-2"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    # The same four prompts every step, so that steps compare: the reward moves only if the policy does.
+    shortened = [f"model.name={adapter}", "lora.enabled=true", "data.train_limit=4", "grpo.max_steps=16",
+                 "grpo.save_steps=16"]
+    proc = _tapo(tmp_path / "rl", *shortened, "grpo.learning_rate=1e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rl_weights = load_file(rl_out / "adapter" / "adapter_model.safetensors")
+    control = _tapo(tmp_path / "control", *shortened, "grpo.learning_rate=0.0")
+    assert control.returncode == 0, control.stderr[-3000:]
+    rewards, baseline = _step_rewards(tmp_path / "rl"), _step_rewards(tmp_path / "control")
+    assert len(rewards) == len(baseline) == 16
+    first, last, control_last = (sum(r) / len(r) for r in (rewards[:4], rewards[-4:], baseline[-4:]))
+    assert last >= first + 0.1, rewards
+    assert last >= control_last + 0.1, (rewards, baseline)
+
+    rl_weights = load_file(tmp_path / "rl" / "adapter" / "adapter_model.safetensors")
     assert rl_weights.keys() == sft_weights.keys()  # the same adapter, trained further
     assert any(not torch.equal(rl_weights[k], sft_weights[k]) for k in sft_weights)
-    assert (rl_out / "final" / "config.json").is_file()
+    assert (tmp_path / "rl" / "final" / "config.json").is_file()
 
 
 def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
