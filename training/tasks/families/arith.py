@@ -195,6 +195,38 @@ def a_bills(rng, ctx, text):
                   (name,))
 
 
+def a_power_of(rng, ctx, text, k: int):
+    a = rng.randint(11, 999) if k == 2 else rng.randint(11, 299)
+    return _arith(text.format(a=a), a**k, f"print({a} ** {k})",
+                  f"{a} to the power of {k} needs exact arithmetic, so I will compute {a} ** {k} with Python.")
+
+
+def _story_numbers(rng: random.Random, op: str) -> dict[str, int]:
+    if op == "*":
+        return {"a": digits(rng, 2, 4), "b": rng.randint(12, 480)}
+    if op in ("//", "%"):
+        return {"a": digits(rng, 4, 6), "b": rng.randint(6, 97 if op == "%" else 480)}
+    if op == "-":
+        a = digits(rng, 5, 6)
+        return {"a": a, "b": rng.randint(1_000, a - 1)}
+    p = rng.randint(2, 40)  # "pct": a count, so n is chosen to make n * p / 100 whole
+    step = 100 // gcd(100, p)
+    return {"p": p, "n": step * rng.randint(max(1, 1_000 // step), 900_000 // step)}
+
+
+_STORY_CODE = {"*": "{a} * {b}", "//": "{a} // {b}", "%": "{a} % {b}", "-": "{a} - {b}", "pct": "{n} * {p} // 100"}
+
+
+def a_story(rng, ctx, text, op: str, plan: str):
+    """A word problem over two numbers; ``plan`` says which operation the story asks for and why."""
+    x = _story_numbers(rng, op)
+    name = rng.choice(ctx.pools.names)
+    expr = _STORY_CODE[op].format(**x)
+    shown = {k: show(v, rng) if k in ("a", "n") else v for k, v in x.items()}
+    return _arith(text.format(name=name, **shown), eval(expr), f"print({expr})",  # noqa: S307 - our own digits
+                  plan.format(name=name, expr=expr, **x), (name,) if "{name}" in text else ())
+
+
 _A = ARITH
 ARITH_TEMPLATES = (
     Template("arith/product/what-is-times", _A, "train", "What is {a} × {b}?", a_product),
@@ -229,6 +261,96 @@ ARITH_TEMPLATES = (
              "A train travels at {v} km per hour for {h} hours. How many kilometres does it cover?", a_speed),
     Template("arith/word/give-away", _A, "train",
              "{name} had {a} {items} and gave away {b} of them. How many {items} are left?", a_give_away),
+    # more shapes of bare arithmetic
+    *(Template(f"arith/{group}/{id_}", _A, "train", text, kind) for group, id_, text, kind in (
+        ("product", "multiply-by", "Multiply {a} by {b}.", a_product),
+        ("product", "find-product", "Find the product of {a} and {b}.", a_product),
+        ("product", "work-out-x", "Work out {a} x {b}.", a_product),
+        ("product", "please-compute", "Please compute {a} * {b} for me.", a_product),
+        ("product", "could-you-times", "Could you tell me what {a} times {b} is?", a_product),
+        ("product", "need-multiplied", "I need {a} multiplied by {b}.", a_product),
+        ("product", "multiplied-how-much", "{a} multiplied by {b} is how much?", a_product),
+        ("product", "equals-blank", "{a} × {b} = ?", a_product),
+        ("product3", "multiply-three", "Multiply {a} by {b} and then by {c}.", a_product3),
+        ("percent", "find-percent", "Find {p}% of {n}.", a_percent_of),
+        ("percent", "per-cent-word", "How much is {p} per cent of {n}?", a_percent_of),
+        ("percent", "increase-imperative", "Increase {n} by {p}%.", partial(a_percent_change, sign=1)),
+        ("percent", "decrease-imperative", "Decrease {n} by {p} percent.", partial(a_percent_change, sign=-1)),
+        ("percent", "ratio-express", "Express {m} as a percentage of {n}, to two decimal places.", a_percent_ratio),
+        ("power", "find-raised", "Find {a} raised to the power {k}.", a_power),
+        ("power", "kth-power-of", "Work out the {kth} power of {a}.", a_power),
+        ("power", "double-star", "Calculate {a} ** {k}.", a_power),
+        ("power", "squared", "What is {a} squared?", partial(a_power_of, k=2)),
+        ("power", "cube-of", "Calculate the cube of {a}.", partial(a_power_of, k=3)),
+        ("power", "cubed-imperative", "Find {a} cubed.", partial(a_power_of, k=3)),
+        ("remainder", "find-remainder", "Find the remainder of {a} divided by {b}.", a_remainder),
+        ("remainder", "what-remains", "What remains when you divide {a} by {b}?", a_remainder),
+        ("floordiv", "whole-times", "How many whole times does {b} go into {a}?", a_floordiv),
+        ("floordiv", "integer-quotient", "Find the integer quotient of {a} and {b}.", a_floordiv),
+        ("divide", "divide-imperative", "Divide {a} by {b} and round the result to 3 decimal places.", a_divide_round),
+        ("sum", "find-total", "Find the total of {xs}.", a_sum),
+        ("sum", "added-together", "Calculate {xs} added together.", a_sum),
+        ("mean", "find-mean", "Find the mean of {xs}, rounded to two decimal places.", a_mean),
+        ("sqrt", "find-sqrt", "Find the square root of {n}.", a_sqrt),
+        ("sqrt", "what-squared-gives", "Which whole number squared gives {n}?", a_sqrt),
+    )),
+    # word problems: the story decides the operation
+    *(Template(f"arith/word/{id_}", _A, "train", text, partial(a_story, op=op, plan=plan)) for op, id_, text, plan in (
+        ("*", "printer-minutes", "A printer prints {b} pages a minute. How many pages does it print in {a} minutes?",
+         "{b} pages a minute for {a} minutes is {expr} pages."),
+        ("*", "pump-hours", "A pump moves {b} litres of water per hour. How many litres does it move in {a} hours?",
+         "{b} litres per hour for {a} hours is {expr}."),
+        ("*", "salary-months", "{name} earns {b} dollars a month. How much does {name} earn in {a} months?",
+         "{b} dollars a month for {a} months is {expr}."),
+        ("*", "farm-weeks", "Every week a farm harvests {b} kilograms of potatoes. How many kilograms is that over "
+         "{a} weeks?", "{b} kilograms a week for {a} weeks is {expr}."),
+        ("*", "rows-seats", "A hall has {a} rows with {b} seats in each row. How many seats are there?",
+         "{a} rows of {b} seats: {expr}."),
+        ("*", "shelves-books", "A library has {a} shelves and each shelf holds {b} books. How many books fit?",
+         "{a} shelves of {b} books: {expr}."),
+        ("*", "tickets-cost", "One concert ticket costs {b} dollars. What do {a} tickets cost?",
+         "{a} tickets at {b} dollars each cost {expr}."),
+        ("*", "cartons-eggs", "Each carton holds {b} eggs. How many eggs are there in {a} cartons?",
+         "{a} cartons of {b} eggs: {expr}."),
+        ("//", "teams", "How many complete teams of {b} players can be formed from {a} players?",
+         "Only complete teams count, so it is whole-number division: {expr}."),
+        ("//", "buses", "A bus seats {b} passengers. How many buses can {a} passengers fill completely?",
+         "Only completely full buses count: {expr}."),
+        ("//", "batches-flour", "One batch of bread needs {b} grams of flour. How many whole batches can a baker make "
+         "from {a} grams?", "Whole batches only: {expr}."),
+        ("//", "tickets-budget", "Tickets cost {b} dollars each. How many tickets can {name} buy with {a} dollars?",
+         "{name} can buy as many whole tickets as {b} fits into {a}: {expr}."),
+        ("//", "tanks", "A tank holds {b} litres. How many tanks can be filled to the top from {a} litres of water?",
+         "Only full tanks count: {expr}."),
+        ("%", "players-without-team", "{a} players are put into teams of {b}. How many players are left without a "
+         "team?", "The players left over after full teams of {b} are the remainder: {expr}."),
+        ("%", "cards-undealt", "{a} cards are dealt in hands of {b} cards until no full hand is possible. How many "
+         "cards remain?", "What remains after full hands is the remainder: {expr}."),
+        ("%", "stickers-kept", "A teacher hands out {a} stickers, the same number to each of {b} pupils, as many as "
+         "possible. How many stickers does the teacher keep?", "The stickers kept are the remainder: {expr}."),
+        ("%", "flour-left", "A baker uses {a} grams of flour in batches of {b} grams. How many grams are left after "
+         "the last full batch?", "The flour left after full batches is the remainder: {expr}."),
+        ("-", "how-many-more", "A city has {a} residents and a town has {b}. How many more people live in the city?",
+         "The difference is {expr}."),
+        ("-", "spent", "{name} had {a} dollars and spent {b}. How much money is left?", "What is left is {expr}."),
+        ("-", "difference-between", "Find the difference between {a} and {b}.", "The difference is {expr}."),
+        ("pct", "students-walk", "In a school of {n} students, {p}% walk to school. How many students walk?",
+         "{p}% of {n} students is {n} * {p} / 100, a whole number here: {expr}."),
+        ("pct", "seeds-sprouted", "{name} planted {n} seeds and {p}% of them sprouted. How many seeds sprouted?",
+         "{p}% of {n} seeds is {n} * {p} / 100: {expr}."),
+        ("pct", "votes", "{n} people voted and {p} percent chose the blue team. How many people chose the blue "
+         "team?", "{p} percent of {n} is {n} * {p} / 100: {expr}."),
+        ("pct", "tax", "What is the tax on a price of {n} dollars at a rate of {p}%?",
+         "The tax is {p}% of {n}, {n} * {p} / 100: {expr}."),
+    )),
+    Template("arith/sum/shop-sales", _A, "train", "A shop sold {xs} cakes over several days. How many cakes did it "
+             "sell in all?", a_sum),
+    Template("arith/sum/walked", _A, "train", "On a hiking trip a group walked {xs} metres on different days. What "
+             "distance is that altogether, in metres?", a_sum),
+    Template("arith/mean/rainfall", _A, "train", "The daily rainfall was {xs} millimetres over {n} days. What was "
+             "the average, rounded to two decimal places?", a_mean),
+    Template("arith/mean/scores", _A, "train", "A player scored {xs} points in {n} games. What was the mean score, "
+             "to one decimal place?", partial(a_mean, places=1)),
     # test only
     Template("arith/word/factory-days", _A, "test",
              "A factory makes {a} {items} every day. How many {items} does it make in {d} days?", a_factory),

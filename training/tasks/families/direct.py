@@ -24,6 +24,12 @@ REPLIES = {
     "thanks": ("You're welcome! Ask me anything else.", "Glad I could help!"),
     "identity": ("I am a small assistant that can search an encyclopedia and run Python code.",),
     "farewell": ("Goodbye! Come back any time.",),
+    "wellbeing": ("I'm doing well, thank you! How can I help you today?",),
+    "acknowledgement": ("Great! Let me know if you have another question.",),
+    "apology": ("No problem at all. What would you like to know?",),
+    "compliment": ("Thank you, that's kind of you! Is there anything else I can do?",),
+    "tools": ("Yes: I can search a small encyclopedia of towns, people, companies and inventions, and run Python "
+              "code to calculate exact results.",),
 }
 _THINK_SOCIAL = {
     "greeting": "This is a greeting, so no tool is needed.",
@@ -31,6 +37,11 @@ _THINK_SOCIAL = {
     "thanks": "The user is thanking me; no tool is needed.",
     "identity": "The user asks who I am; no tool is needed.",
     "farewell": "The user is saying goodbye; no tool is needed.",
+    "wellbeing": "The user asks how I am; no tool is needed.",
+    "acknowledgement": "The user acknowledges my answer; no tool is needed.",
+    "apology": "The user apologises; a friendly reply needs no tool.",
+    "compliment": "The user pays me a compliment; no tool is needed.",
+    "tools": "The user asks about my tools; I can explain without using one.",
 }
 
 
@@ -79,6 +90,37 @@ def d_small_sum(rng, ctx, text):
                  [think(f"{a} plus {b} is {a + b}; that needs no tool."), answer(str(a + b))])
 
 
+KNOWN_FACTS = (  # (question, acceptable answers, the answer as said): things a small chat model knows
+    ("How many days are there in a week?", ("7", "seven"), "7"),
+    ("How many months are in a year?", ("12", "twelve"), "12"),
+    ("How many hours are there in a day?", ("24", "twenty-four"), "24"),
+    ("How many minutes are in an hour?", ("60", "sixty"), "60"),
+    ("What planet do we live on?", ("Earth",), "Earth"),
+    ("At what temperature in Celsius does water freeze?", ("0", "zero"), "0 degrees Celsius"),
+    ("Which animal says moo?", ("cow",), "A cow"),
+    ("What is the largest ocean on Earth?", ("Pacific",), "The Pacific Ocean"),
+    ("What colour do you get by mixing blue and yellow?", ("green",), "Green"),
+    ("What is the plural of mouse?", ("mice",), "mice"),
+    ("Which season comes after winter?", ("spring",), "Spring"),
+    ("What do bees make?", ("honey",), "Honey"),
+    ("Which star is closest to the Earth?", ("Sun",), "The Sun"),
+)
+
+
+def d_known(rng, ctx, text):
+    question, golds, said = rng.choice(KNOWN_FACTS)
+    return Draft(question, list(golds), [think("This is common knowledge; no tool is needed."), answer(said)])
+
+
+def d_small_arith(rng, ctx, text, op: str):
+    a, b = rng.randint(2, 9), rng.randint(1, 9)
+    if op == "-" and b > a:
+        a, b = b, a
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return Draft(text.format(a=a, b=b), str(value),
+                 [think(f"{a} {op} {b} is {value}; small numbers need no tool."), answer(str(value))])
+
+
 _D = DIRECT
 DIRECT_TEMPLATES = (
     Template("direct/greeting", _D, "train", "{utterance}",
@@ -105,6 +147,45 @@ DIRECT_TEMPLATES = (
     Template("direct/define/what-is", _D, "train", "What is {term}?", d_define),
     Template("direct/define/what-does-mean", _D, "train", 'What does the word "{bare}" mean?', d_define),
     Template("direct/small-sum/plus", _D, "train", "What is {a} plus {b}?", d_small_sum),
+    *(Template(f"direct/{kind}", _D, "train", "{utterance}", partial(d_social, kind=kind, utterances=said))
+      for kind, said in (
+          ("wellbeing", ("How are you?", "How are you doing today?", "How's it going?", "Are you doing well?",
+                         "How do you feel today?")),
+          ("acknowledgement", ("OK.", "Okay, got it.", "Cool.", "Nice!", "I see.", "Alright.", "Great.",
+                               "Makes sense.")),
+          ("apology", ("Sorry, my mistake.", "Oops, sorry about that.", "I apologise for the confusion.",
+                       "Sorry to bother you.")),
+          ("compliment", ("You are very helpful.", "Good job!", "You're smart.", "Well done, that was quick.",
+                          "I like talking to you.")),
+          ("tools", ("Can you search the web?", "Are you able to run code?", "Do you have a calculator?",
+                     "Can you look things up?", "Can you do maths?")),
+      )),
+    *(Template(f"direct/{group}/{id_}", _D, "train", text, kind) for group, id_, text, kind in (
+        ("capital", "tell-me", "Tell me the capital of {country}.", d_capital),
+        ("capital", "do-you-know", "Do you know what the capital of {country} is?", d_capital),
+        ("capital", "capital-is-which", "{country}'s capital is which city?", d_capital),
+        ("capital", "seat-of-government", "In which city is the government of {country} based?", d_capital),
+        ("opposite", "antonym", "What is an antonym of {word}?", d_opposite),
+        ("opposite", "tell-opposite", "Tell me the opposite of the word {word}.", d_opposite),
+        ("opposite", "reverse-of", "If something is not {word}, what is it? Give the opposite word.", d_opposite),
+        ("legs", "count-legs", "Count the legs of {a_animal} for me.", d_legs),
+        ("legs", "number-of-legs", "What is the number of legs of {a_animal}?", d_legs),
+        ("legs", "do-you-know-legs", "Do you know how many legs {a_animal} has?", d_legs),
+        ("colour", "which-colour", "Which colour is {thing}?", d_colour),
+        ("colour", "tell-colour", "Tell me the colour of {thing}.", d_colour),
+        ("colour", "what-color", "What color is {thing} normally?", d_colour),
+        ("define", "define-imperative", "Define {term}.", d_define),
+        ("define", "meaning-of", "What is the meaning of the word {bare}?", d_define),
+        ("define", "describe", "Describe {term} in a few words.", d_define),
+        ("define", "could-you-tell", "Could you tell me what {term} is?", d_define),
+        ("known", "fact", "{question}", d_known),
+        ("small-arith", "plus-sum", "What is the sum of {a} and {b}?", partial(d_small_arith, op="+")),
+        ("small-arith", "add-imperative", "Add {a} and {b}.", partial(d_small_arith, op="+")),
+        ("small-arith", "minus", "What is {a} minus {b}?", partial(d_small_arith, op="-")),
+        ("small-arith", "take-away", "Take {b} away from {a}. What is left?", partial(d_small_arith, op="-")),
+        ("small-arith", "times", "What is {a} times {b}?", partial(d_small_arith, op="*")),
+        ("small-arith", "symbol", "{a} * {b} = ?", partial(d_small_arith, op="*")),
+    )),
     # test only
     Template("direct/identity", _D, "test", "{utterance}",
              partial(d_social, kind="identity", utterances=(
