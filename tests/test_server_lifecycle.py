@@ -35,16 +35,33 @@ def sandbox_pids_in(namespaces: set[str]) -> list[int]:
     return found
 
 
-def worker_namespaces(server_pid: int) -> set[str]:
-    """PID namespaces of the sandbox workers under the server process."""
-    namespaces, own = set(), os.readlink(f"/proc/{server_pid}/ns/pid")
+def descendants(pid: int) -> set[int]:
+    """``pid``'s children, their children, and so on (from each process's parent in /proc)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def worker_namespaces(server_pid: int) -> set[str]:
+    """PID namespaces of the server's own sandbox workers (not those of other servers on the machine)."""
+    namespaces, own = set(), os.readlink(f"/proc/{server_pid}/ns/pid")
+    for pid in descendants(server_pid):
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read()
-            ns = os.readlink(f"/proc/{entry}/ns/pid")
+            ns = os.readlink(f"/proc/{pid}/ns/pid")
         except OSError:
             continue
         if b"worker_main.py" in cmdline and ns != own:
