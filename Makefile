@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # The demo agent's recipe on CPU, from seed 0: tasks and gold trajectories, cold-start SFT (LoRA),
-# then TAPO on the same adapter. Writes $(DEMO_DIR); the adapter is $(DEMO_DIR)/tapo/adapter.
+# then TAPO on the same adapter, published (float16) as the default model in agent_runtime/models/demo_agent.
 DEMO_DIR ?= artifacts/demo
 demo-model: setup
 	$(PY) -m training.tasks --seed 0 --out data/demo -q
@@ -44,6 +44,7 @@ demo-model: setup
 	    --output-dir $(DEMO_DIR)/sft --epochs 1 --batch-size 8 --learning-rate 3e-4 --seed 0
 	$(PY) -m training.tapo --config configs/demo-smollm2-cpu.yaml --output-dir $(DEMO_DIR)/tapo \
 	    model.name=$(DEMO_DIR)/sft/final
+	$(PY) -m training.publish $(DEMO_DIR)/tapo/adapter --out agent_runtime/models/demo_agent
 
 bench: setup
 	$(PY) benchmarks/loop_overhead.py

@@ -27,13 +27,16 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 # Options shared by run, serve, demo and eval (ARCHITECTURE.md, Contracts).
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="HF directory or hub id; default: the built-in model.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="HF directory, LoRA adapter, .gguf file, hub id, or an alias (demo-agent, tiny, "
+                    "smollm2-135m-instruct); default: demo-agent.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="auto, transformers, vllm or remote.")]
 EngineUrlOpt = Annotated[Optional[str], typer.Option("--engine-url", help="OpenAI-compatible server for --engine remote.")]
 ProtocolOpt = Annotated[str, typer.Option("--protocol", help="tapo, search-r1 or torl.")]
 MaxToolCallsOpt = Annotated[int, typer.Option("--max-tool-calls", min=0, help="Tool calls before the final turn.")]
 SearchBackendOpt = Annotated[str, typer.Option("--search-backend", help="bm25, retriever, searxng, serper or none.")]
-SearchIndexOpt = Annotated[Optional[Path], typer.Option("--search-index", help="Index from `tapo index build` (bm25).")]
+SearchIndexOpt = Annotated[Optional[Path], typer.Option(
+    "--search-index", help="Index from `tapo index build` (bm25); default: the demo encyclopedia.")]
 SearchUrlOpt = Annotated[Optional[str], typer.Option("--search-url", help="Retriever or SearxNG base URL.")]
 
 

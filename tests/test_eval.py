@@ -387,3 +387,38 @@ def test_an_engine_that_fails_stops_the_run_with_one_error_and_exit_code_1(tmp_p
     assert proc.returncode == 1, proc.stderr
     assert "evaluation stopped" in proc.stderr and "cannot reach" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_report_compares_runs_and_draws_the_learning_curve(tmp_path):
+    from training.eval_report import main as report_main
+
+    def summary(acc, calls):
+        return {"accuracy": {"overall": acc, "by_data_source": {"demo_arith": acc}},
+                "tool_calls_per_question": {"overall": calls, "by_tool": {"code": calls}},
+                "by_data_source": {"demo_direct": {"tool_calls_per_question": 0.0}},
+                "tool_productivity": {"overall": acc / calls}, "format_error_rate": 0.0}
+
+    for name, acc, calls in (("sft", 0.5, 1.0), ("rl", 0.75, 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary(acc, calls)))
+    rollouts = tmp_path / "run" / "rollouts"
+    rollouts.mkdir(parents=True)
+    for step, rewards in ((1, [0.0, 1.0]), (2, [1.0, 1.0])):
+        rows = [{"reward": r, "correct": r, "tool_steps": [{}] * step} for r in rewards]
+        (rollouts / f"step-{step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _stdout_of(["--eval", f"SFT={tmp_path / 'sft'}", "--eval", f"SFT+TAPO={tmp_path / 'rl'}",
+                            "--curve", f"TAPO={tmp_path / 'run'}"], report_main)
+    assert "| SFT | 0.50 | 0.50 |" in out and "| SFT+TAPO | 0.75 | 0.75 |" in out
+    assert "| SFT+TAPO | 0.50 | 0.50 | 0.00 | 1.50 | 0.00 |" in out
+    assert "| 1 | 2 | 0.50 | 0.50 | 1.00 |" in out and "| 2 | 2 | 1.00 | 1.00 | 2.00 |" in out
+    assert report_main(["--eval", f"x={tmp_path / 'missing'}"]) == 2
+
+
+def _stdout_of(argv, entry) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert entry(argv) == 0
+    return out.getvalue()

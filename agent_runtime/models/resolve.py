@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,21 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
 }
 
 
+# The demo agent: SmolLM2-135M-Instruct (packaged GGUF) plus the LoRA adapter trained by `make demo-model`,
+# shipped inside this package. It is the model when no --model is given.
+DEMO_AGENT = "demo-agent"
+TINY = "tiny"
+
+
+def demo_agent_dir() -> Path:
+    """The committed adapter of the demo agent (its base is ``smollm2-135m-instruct``)."""
+    path = Path(str(files("agent_runtime.models") / "demo_agent"))
+    if not (path / "adapter_model.safetensors").is_file():
+        raise ValueError(f"the demo agent's adapter is missing from {path}; reinstall the project, or rebuild it "
+                         "with `make demo-model`")
+    return path
+
+
 def gguf_source(model: str) -> Path | None:
     """The ``.gguf`` file behind ``model`` (a path to one, or a packaged alias), else ``None``: what a
     GGUF engine such as llama.cpp loads as it is. Raises ``ValueError`` as :func:`resolve_model` does."""
@@ -62,11 +79,13 @@ def gguf_source(model: str) -> Path | None:
 def resolve_model(model: str | None) -> str:
     """A local directory, or a hub id left for ``from_pretrained`` to fetch.
 
-    ``None`` is the built-in default: the tiny fixture model (built offline on first use) until the
-    demo agent ships. A ``.gguf`` file, or an alias of a packaged one (``smollm2-135m-instruct``), is
+    ``None`` is the built-in default, the demo agent (a LoRA adapter on SmolLM2-135M-Instruct);
+    ``tiny`` is the fixture model of the tests (built offline on first use). A ``.gguf`` file, or an alias of a packaged one (``smollm2-135m-instruct``), is
     dequantized once to a cached fp32 Hugging Face directory (:mod:`agent_runtime.models.gguf`).
     """
-    if model is None or model == "tiny":
+    if model is None or model == DEMO_AGENT:
+        return str(demo_agent_dir())
+    if model == TINY:
         from agent_runtime.models.tiny import tiny_model_path
 
         return str(tiny_model_path())
@@ -86,7 +105,7 @@ def resolve_model(model: str | None) -> str:
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return model  # a hub id such as Qwen/Qwen2.5-3B-Instruct
     raise ValueError(f"--model {model}: no such directory, not a .gguf file, not a hub id (owner/name), "
-                     f"and not one of the aliases tiny, {', '.join(PACKAGED_MODELS)}")
+                     f"and not one of the aliases {', '.join([DEMO_AGENT, TINY, *PACKAGED_MODELS])}")
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -116,4 +135,7 @@ def load_causal_lm(path: str, *, dtype: Any = None, **kwargs: Any) -> tuple[Any,
     base, tokenizer = load_causal_lm(resolve_model(base_name), dtype=dtype, **kwargs)
     if Path(path, "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(path)
-    return PeftModel.from_pretrained(base, path).merge_and_unload(), tokenizer
+    with warnings.catch_warnings():
+        # peft calls a transformers API that warns about its own deprecation on every load
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+        return PeftModel.from_pretrained(base, path).merge_and_unload(), tokenizer
