@@ -4,7 +4,6 @@ demo-model`, searching the demo encyclopedia by default. Runs the real model thr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ def smollm2_installed() -> None:
 
 def _run(question: str) -> list[dict]:
     proc = subprocess.run([sys.executable, "-m", "agent_runtime.cli", "run", question, "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines()]
 

@@ -15,6 +15,7 @@ from agent_runtime.models.fixture_tasks import fixture_tasks, trajectory_text
 from agent_runtime.prompts import build_prompt_ids
 from agent_runtime.protocol import TAPO, TORL
 from training.data import DataError
+from training.eval_report import step_curve
 from training.sft import completion_pieces, load_trajectories, sft_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,16 +70,6 @@ def test_only_correct_answered_records_are_kept_and_bad_lines_name_file_and_line
         load_trajectories([path])
 
 
-def _step_rewards(run: Path) -> list[float]:
-    """Mean training reward of each step, from the trajectories the trainer dumps."""
-    steps = sorted((run / "rollouts").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
-    means = []
-    for path in steps:
-        rewards = [json.loads(line)["reward"] for line in path.read_text().splitlines()]
-        means.append(sum(rewards) / len(rewards))
-    return means
-
-
 def _tapo(out: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training.tapo", "--config", "configs/tiny-cpu.yaml",
                            "--output-dir", str(out), *overrides], cwd=ROOT, capture_output=True, text=True,
@@ -111,7 +102,7 @@ def test_shortened_recipe_sft_then_tapo_raises_the_training_reward(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     control = _tapo(tmp_path / "control", *shortened, "grpo.learning_rate=0.0")
     assert control.returncode == 0, control.stderr[-3000:]
-    rewards, baseline = _step_rewards(tmp_path / "rl"), _step_rewards(tmp_path / "control")
+    rewards, baseline = ([c["reward"] for c in step_curve(tmp_path / run)] for run in ("rl", "control"))
     assert len(rewards) == len(baseline) == 16
     first, last, control_last = (sum(r) / len(r) for r in (rewards[:4], rewards[-4:], baseline[-4:]))
     assert last >= first + 0.1, rewards

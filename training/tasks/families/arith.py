@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from fractions import Fraction
 from functools import partial
 from math import gcd
@@ -214,16 +215,24 @@ def _story_numbers(rng: random.Random, op: str) -> dict[str, int]:
     return {"p": p, "n": step * rng.randint(max(1, 1_000 // step), 900_000 // step)}
 
 
-_STORY_CODE = {"*": "{a} * {b}", "//": "{a} // {b}", "%": "{a} % {b}", "-": "{a} - {b}", "pct": "{n} * {p} // 100"}
+# op -> (the gold from the drawn numbers, the code that prints it)
+_STORY_OPS: dict[str, tuple[Callable[..., int], str]] = {
+    "*": (lambda a, b: a * b, "{a} * {b}"),
+    "//": (lambda a, b: a // b, "{a} // {b}"),
+    "%": (lambda a, b: a % b, "{a} % {b}"),
+    "-": (lambda a, b: a - b, "{a} - {b}"),
+    "pct": (lambda n, p: n * p // 100, "{n} * {p} // 100"),
+}
 
 
 def a_story(rng, ctx, text, op: str, plan: str):
     """A word problem over two numbers; ``plan`` says which operation the story asks for and why."""
     x = _story_numbers(rng, op)
     name = rng.choice(ctx.pools.names)
-    expr = _STORY_CODE[op].format(**x)
+    gold, code_text = _STORY_OPS[op]
+    expr = code_text.format(**x)
     shown = {k: show(v, rng) if k in ("a", "n") else v for k, v in x.items()}
-    return _arith(text.format(name=name, **shown), eval(expr), f"print({expr})",  # noqa: S307 - our own digits
+    return _arith(text.format(name=name, **shown), gold(**x), f"print({expr})",
                   plan.format(name=name, expr=expr, **x), (name,) if "{name}" in text else ())
 
 
