@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Callable
 from fractions import Fraction
 from functools import partial
-from math import gcd
+from math import ceil, gcd
 
 from training.tasks.families.base import (
     ARITH,
@@ -236,6 +237,87 @@ def a_story(rng, ctx, text, op: str, plan: str):
                   plan.format(name=name, expr=expr, **x), (name,) if "{name}" in text else ())
 
 
+# --------------------------------------------------------------------------- scenarios: the story picks the operation
+
+_OPS = {"*": operator.mul, "//": operator.floordiv, "%": operator.mod, "-": operator.sub}
+_POWER_WORDS = {4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh"}
+
+
+def _actors(rng: random.Random, ctx, text: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A name and an item from the pools, and those of them that ``text`` mentions (its entities)."""
+    fields = {"name": rng.choice(ctx.pools.names), "items": rng.choice(ctx.pools.items)}
+    return fields, tuple(v for k, v in fields.items() if f"{{{k}}}" in text)
+
+
+def a_pair(rng, ctx, text, op: str, plan: str, a: tuple[int, int], b: tuple[int, int]):
+    """Two numbers drawn from the ranges ``a`` and ``b`` (``a`` the larger unless multiplying);
+    ``plan`` states the operation the story asks for."""
+    x, y = rng.randint(*a), rng.randint(*b)
+    if op != "*" and x <= y:
+        return None
+    fields, used = _actors(rng, ctx, text)
+    expr = f"{x} {op} {y}"
+    return _arith(text.format(a=show(x, rng), b=show(y, rng), **fields), _OPS[op](x, y), f"print({expr})",
+                  plan.format(a=x, b=y, expr=expr, **fields), used)
+
+
+def a_pct_count(rng, ctx, text, plan: str, p: tuple[int, int], n: tuple[int, int]):
+    """``p``% of a count ``n``, with ``n`` chosen so that the share is a whole number."""
+    pct = rng.randint(*p)
+    step = 100 // gcd(100, pct)
+    total = step * rng.randint(ceil(n[0] / step), n[1] // step)
+    fields, used = _actors(rng, ctx, text)
+    return _arith(text.format(p=pct, n=show(total, rng), **fields), total * pct // 100,
+                  f"print({total} * {pct} // 100)", plan.format(p=pct, n=total, **fields), used)
+
+
+def a_pct_money(rng, ctx, text, plan: str, sign: int, p: tuple[int, int] = (5, 35), n: tuple[int, int] = (20, 4_000)):
+    """A percentage of a price (``sign`` 0), or the price after adding (1) or taking off (-1) that percentage."""
+    pct, price = rng.randint(*p), rng.randint(*n)
+    factor = {0: f"{pct}", 1: f"(100 + {pct})", -1: f"(100 - {pct})"}[sign]
+    gold = Fraction(price * (pct if sign == 0 else 100 + sign * pct), 100)
+    fields, used = _actors(rng, ctx, text)
+    return _arith(text.format(p=pct, n=price, **fields), gold, f"print({price} * {factor} / 100)",
+                  plan.format(p=pct, n=price, expr=f"{price} * {factor} / 100", **fields), used)
+
+
+def _series(rng: random.Random, lo: int, hi: int) -> list[int]:
+    return [rng.randint(lo, hi) for _ in range(rng.randint(4, 7))]
+
+
+def a_total(rng, ctx, text, plan: str, lo: int, hi: int):
+    xs = _series(rng, lo, hi)
+    fields, used = _actors(rng, ctx, text)
+    return _arith(text.format(xs=listing([str(x) for x in xs]), n=len(xs), **fields), sum(xs),
+                  f"print(sum([{', '.join(map(str, xs))}]))", plan.format(n=len(xs), **fields), used)
+
+
+def a_average(rng, ctx, text, plan: str, lo: int, hi: int, places: int):
+    xs = _series(rng, lo, hi)
+    gold = round_half_up(Fraction(sum(xs), len(xs)), places)
+    if gold is None:
+        return None
+    fields, used = _actors(rng, ctx, text)
+    rounded = "round(sum(xs) / len(xs))" if places == 0 else f"round(sum(xs) / len(xs), {places})"
+    return _arith(text.format(xs=listing([str(x) for x in xs]), n=len(xs), **fields), gold,
+                  f"xs = [{', '.join(map(str, xs))}]\nprint({rounded})", plan.format(n=len(xs), **fields), used)
+
+
+def a_power_story(rng, ctx, text, k: int, plan: str):
+    side = rng.randint(11, 999)
+    return _arith(text.format(a=side), side**k, f"print({side} ** {k})", plan.format(a=side))
+
+
+def a_power_named(rng, ctx, text):
+    a, k = rng.randint(11, 99), rng.choice(tuple(_POWER_WORDS))
+    return _arith(text.format(a=a, kw=_POWER_WORDS[k]), a**k, f"print({a} ** {k})",
+                  f"The {_POWER_WORDS[k]} power of {a} is {a} ** {k}; Python gives it exactly.")
+
+
+def _pair(op: str, plan: str, a: tuple[int, int], b: tuple[int, int]):
+    return partial(a_pair, op=op, plan=plan, a=a, b=b)
+
+
 _A = ARITH
 ARITH_TEMPLATES = (
     Template("arith/product/what-is-times", _A, "train", "What is {a} × {b}?", a_product),
@@ -360,6 +442,138 @@ ARITH_TEMPLATES = (
              "the average, rounded to two decimal places?", a_mean),
     Template("arith/mean/scores", _A, "train", "A player scored {xs} points in {n} games. What was the mean score, "
              "to one decimal place?", partial(a_mean, places=1)),
+    # scenarios with their own numbers: full groups, what is left, shares, prices, series
+    *(Template(f"arith/{group}/{id_}", _A, "train", text, kind) for group, id_, text, kind in (
+        ("word", "wedding-tables", "There are {a} guests at a wedding and each round table seats {b}. How many tables "
+         "can be filled completely?", _pair("//", "Only full tables count: {a} // {b} gives the number of full tables.",
+                                            (100, 3_000), (6, 14))),
+        ("word", "juice-bottles", "Find the number of {b} ml bottles that can be filled to the brim from {a} ml of "
+         "juice.", _pair("//", "Only bottles filled to the brim count: {a} // {b}.", (10_000, 900_000), (150, 1_500))),
+        ("word", "rope-pieces", "How many whole pieces {b} cm long can be cut from a rope that is {a} cm long?",
+         _pair("//", "Only whole pieces count, so I divide and drop the remainder: {a} // {b}.", (1_000, 60_000),
+               (15, 250))),
+        ("word", "days-to-weeks", "{a} days make how many full weeks?",
+         _pair("//", "A week has 7 days, so the full weeks are {a} // 7.", (100, 99_999), (7, 7))),
+        ("word", "gift-sets", "Each gift set needs {b} {items}. How many complete gift sets can {name} make from {a} "
+         "{items}?", _pair("//", "Complete sets only: {a} // {b} gives the number of gift sets.", (1_000, 90_000),
+                           (6, 120))),
+        ("word", "afford", "{name} has {a} dollars to spend on {items} that cost {b} dollars apiece. What is the "
+         "largest number of {items} {name} can buy?",
+         _pair("//", "{name} can only buy whole {items}, so the answer is {a} // {b}.", (500, 99_999), (3, 250))),
+        ("word", "van-trips", "A delivery van takes {b} parcels on each trip. If {a} parcels are waiting, how many "
+         "full trips can it make?", _pair("//", "Only full trips of {b} parcels count: {a} // {b}.", (1_000, 90_000),
+                                          (12, 240))),
+        ("word", "eggs-spare", "After {a} eggs are put into cartons of {b}, how many eggs do not make up a full "
+         "carton?", _pair("%", "The eggs outside the full cartons are the remainder: {a} % {b}.", (1_000, 99_999),
+                          (6, 30))),
+        ("word", "days-extra", "{a} days is a number of full weeks plus how many extra days?",
+         _pair("%", "The days after the full weeks are the remainder: {a} % 7.", (100, 99_999), (7, 7))),
+        ("word", "rope-offcut", "A rope {a} cm long is cut into as many {b} cm pieces as possible. How many "
+         "centimetres of rope are left?",
+         _pair("%", "The rope left after the full pieces is the remainder: {a} % {b}.", (1_000, 60_000), (15, 250))),
+        ("word", "gift-sets-unused", "{name} makes as many gift sets of {b} {items} as possible from {a} {items}. "
+         "How many {items} are not used?",
+         _pair("%", "The {items} that do not make a full set are the remainder: {a} % {b}.", (1_000, 90_000),
+               (6, 120))),
+        ("word", "parade-ranks", "A parade of {a} soldiers marches in ranks of {b}. How many soldiers do not fit "
+         "into a full rank?", _pair("%", "The soldiers outside the full ranks are the remainder: {a} % {b}.",
+                                    (500, 20_000), (6, 40))),
+        ("word", "pages-evenings", "{name} reads {b} pages every evening. How many pages has {name} read after {a} "
+         "evenings?", _pair("*", "{b} pages an evening for {a} evenings is {expr}.", (10, 365), (5, 80))),
+        ("word", "heartbeats", "A resting heart beats {b} times a minute. How many beats is that in {a} minutes?",
+         _pair("*", "{b} beats a minute for {a} minutes is {expr}.", (60, 1_440), (55, 95))),
+        ("word", "weekly-savings", "For {a} weeks, {name} saves {b} dollars each week. How much does {name} save in "
+         "total?", _pair("*", "{b} dollars a week for {a} weeks is {expr}.", (8, 104), (15, 400))),
+        ("word", "bags-of-items", "{name} has {a} bags with {b} {items} in each bag. How many {items} are there "
+         "altogether?", _pair("*", "{a} bags of {b} {items} make {expr}.", (12, 900), (6, 250))),
+        ("word", "field-plants", "Find the number of plants in a field with {a} rows of {b} plants each.",
+         _pair("*", "{a} rows of {b} plants make {expr}.", (20, 900), (20, 600))),
+        ("word", "cyclist", "Riding at {b} metres per minute, how many metres does a cyclist cover in {a} minutes?",
+         _pair("*", "Distance is speed times time: {expr}.", (15, 300), (150, 450))),
+        ("word", "trip-fares", "A school sends {a} pupils on a trip, and the fare is {b} dollars per pupil. What do "
+         "the fares cost in total?", _pair("*", "{a} fares of {b} dollars cost {expr}.", (20, 1_500), (3, 90))),
+        ("word", "points-more", "Over a season, {name}'s team scored {a} points and its rival scored {b}. How many "
+         "more points did {name}'s team score?", _pair("-", "How many more is the difference: {expr}.",
+                                                       (1_000, 9_999), (500, 9_000))),
+        ("word", "mountain-higher", "How much higher is a mountain of {a} metres than a hill of {b} metres?",
+         _pair("-", "The difference in height is {expr}.", (1_000, 8_848), (100, 999))),
+        ("word", "steps-to-go", "{name} wants to walk {a} steps today and has walked {b} so far. How many more steps "
+         "does {name} need?", _pair("-", "The steps still to walk are {expr}.", (8_000, 30_000), (500, 7_999))),
+        ("word", "fewer-pupils", "A school had {a} pupils last year and {b} this year. How many fewer pupils does it "
+         "have now?", _pair("-", "The drop is {expr}.", (500, 9_000), (300, 8_000))),
+        ("difference", "minus", "What is {a} minus {b}?",
+         _pair("-", "{a} minus {b} is {expr}; I will compute it exactly.", (10_000, 999_999), (1_000, 99_999))),
+        ("difference", "subtract-from", "Subtract {b} from {a}.",
+         _pair("-", "Subtracting {b} from {a} is {expr}.", (10_000, 999_999), (1_000, 99_999))),
+        ("word", "exam-passed", "{p}% of the {n} students who sat the exam passed. How many students passed?",
+         partial(a_pct_count, plan="{p}% of {n} is {n} * {p} / 100, a whole number here.", p=(40, 98),
+                 n=(100, 9_000))),
+        ("word", "survey-tea", "Out of {n} people surveyed, {p}% said they prefer tea. How many people is that?",
+         partial(a_pct_count, plan="{p}% of {n} people is {n} * {p} / 100.", p=(10, 90), n=(200, 50_000))),
+        ("word", "orchard-apple", "An orchard has {n} trees, and {p} percent of them are apple trees. Find the "
+         "number of apple trees.", partial(a_pct_count, plan="{p} percent of {n} trees is {n} * {p} / 100.",
+                                           p=(10, 90), n=(100, 20_000))),
+        ("word", "photos-deleted", "{name} has {n} photos on a phone and deletes {p}% of them. How many photos does "
+         "{name} delete?", partial(a_pct_count, plan="{p}% of {n} photos is {n} * {p} / 100.", p=(5, 60),
+                                   n=(100, 20_000))),
+        ("word", "runners-finished", "How many of the {n} runners in a marathon finished, if {p}% of them did?",
+         partial(a_pct_count, plan="{p}% of {n} runners is {n} * {p} / 100.", p=(60, 99), n=(200, 40_000))),
+        ("word", "coat-discount", "A coat costs {n} dollars and is on sale at {p}% off. How many dollars is the "
+         "discount?", partial(a_pct_money, plan="The discount is {p}% of {n}: {expr}.", sign=0, n=(30, 900))),
+        ("word", "bike-sale-price", "A bike priced at {n} dollars is sold with a {p}% discount. What is the price "
+         "after the discount?", partial(a_pct_money, plan="After {p}% off, the price is {expr}.", sign=-1,
+                                        n=(80, 4_000))),
+        ("word", "meal-tip", "A meal costs {n} dollars. What is a {p}% tip on it?",
+         partial(a_pct_money, plan="The tip is {p}% of {n}: {expr}.", sign=0, p=(10, 25), n=(20, 400))),
+        ("word", "laptop-with-tax", "What is the total price of a {n}-dollar laptop once {p}% sales tax is added?",
+         partial(a_pct_money, plan="Adding {p}% tax multiplies the price by (100 + {p}) / 100: {expr}.", sign=1,
+                 p=(5, 25), n=(300, 3_000))),
+        ("word", "savings-interest", "{name} keeps {n} dollars in a savings account that pays {p}% interest a year. "
+         "How much interest does {name} earn in one year?",
+         partial(a_pct_money, plan="One year's interest is {p}% of {n}: {expr}.", sign=0, p=(1, 9),
+                 n=(100, 50_000))),
+        ("word", "salary-raise", "{name}'s monthly salary of {n} dollars goes up by {p}%. What is the new monthly "
+         "salary?", partial(a_pct_money, plan="A {p}% raise multiplies the salary by (100 + {p}) / 100: {expr}.",
+                            sign=1, p=(2, 15), n=(800, 9_000))),
+        ("word", "basketball-points", "{name} scored {xs} points in {n} basketball games. How many points is that in "
+         "total?", partial(a_total, plan="The total is the sum of the {n} scores.", lo=2, hi=45)),
+        ("word", "cycled-km", "Over one week {name} cycled {xs} kilometres. What was the total distance?",
+         partial(a_total, plan="The total distance is the sum of the {n} rides.", lo=3, hi=120)),
+        ("word", "charity-stalls", "Find the total raised by a charity whose stalls took in {xs} dollars.",
+         partial(a_total, plan="The total raised is the sum of the {n} amounts.", lo=40, hi=9_999)),
+        ("word", "bakery-branches", "How many loaves did a bakery sell altogether if its branches sold {xs} loaves?",
+         partial(a_total, plan="The loaves sold add up over the {n} branches: I sum them.", lo=50, hi=2_000)),
+        ("word", "noon-temperatures", "What was the mean noon temperature, to one decimal place, if the readings on "
+         "{n} days were {xs} degrees?", partial(
+             a_average, plan="The mean is the sum of the {n} readings divided by {n}, rounded to one decimal.", lo=5,
+             hi=38, places=1)),
+        ("word", "test-marks", "{name} got {xs} marks in {n} tests. Find {name}'s average mark, rounded to two "
+         "decimal places.", partial(
+             a_average, plan="The average is the sum of the {n} marks divided by {n}, rounded to two decimals.",
+             lo=30, hi=100, places=2)),
+        ("word", "daily-steps", "Over {n} days {name} walked {xs} steps. To the nearest whole number, how many steps "
+         "is that per day on average?", partial(
+             a_average, plan="The daily average is the sum of the {n} counts divided by {n}, rounded to a whole "
+             "number.", lo=2_000, hi=20_000, places=0)),
+        ("word", "lap-times", "A runner's lap times were {xs} seconds. Work out the mean lap time to one decimal "
+         "place.", partial(
+             a_average, plan="The mean lap time is the sum of the {n} times divided by {n}, rounded to one decimal.",
+             lo=60, hi=95, places=1)),
+        ("word", "square-field-area", "A square field measures {a} metres on each side. What is its area in square "
+         "metres?", partial(a_power_story, k=2, plan="The area of a square is its side squared: {a} ** 2.")),
+        ("word", "cube-tank-volume", "A cube-shaped tank has edges {a} cm long. What is its volume in cubic "
+         "centimetres?", partial(a_power_story, k=3, plan="The volume of a cube is its edge cubed: {a} ** 3.")),
+        ("word", "order-total", "{name} orders {n} {items}, and each one costs ${price}. Find the total cost.", a_buy),
+        ("word", "pay-for", "What does {name} pay for {n} {items} priced at ${price} each?", a_buy),
+        ("power", "square-imperative", "Square {a}.", partial(a_power_of, k=2)),
+        ("power", "cube-imperative", "Cube {a}.", partial(a_power_of, k=3)),
+        ("power", "raised-named", "How much is {a} raised to the {kw} power?", a_power_named),
+        ("power", "value-caret", "Tell me the value of {a}^{k}.", a_power),
+        ("floordiv", "obelus-drop", "Compute {a} ÷ {b}, dropping any remainder.", a_floordiv),
+        ("percent", "out-of", "{m} out of {n} is what percent? Give the answer to two decimal places.",
+         a_percent_ratio),
+        ("sum", "add-up-to", "What do {xs} add up to?", a_sum),
+    )),
     # test only
     Template("arith/word/factory-days", _A, "test",
              "A factory makes {a} {items} every day. How many {items} does it make in {d} days?", a_factory),

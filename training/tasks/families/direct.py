@@ -30,6 +30,8 @@ REPLIES = {
     "compliment": ("Thank you, that's kind of you! Is there anything else I can do?",),
     "tools": ("Yes: I can search a small encyclopedia of towns, people, companies and inventions, and run Python "
               "code to calculate exact results.",),
+    "help": ("Of course! What would you like to know?",
+             "Sure, ask away: I can answer questions, look facts up or calculate things for you."),
 }
 _THINK_SOCIAL = {
     "greeting": "This is a greeting, so no tool is needed.",
@@ -42,6 +44,7 @@ _THINK_SOCIAL = {
     "apology": "The user apologises; a friendly reply needs no tool.",
     "compliment": "The user pays me a compliment; no tool is needed.",
     "tools": "The user asks about my tools; I can explain without using one.",
+    "help": "The user asks for help but has not asked a question yet; no tool is needed.",
 }
 
 
@@ -64,24 +67,28 @@ def d_opposite(rng, ctx, text):
                  (word,))
 
 
-def d_legs(rng, ctx, text):
+_KNOWN = "I know this, so no tool is needed"
+_DEFINE_KNOWN = "I know what {term} is, so no tool is needed; one sentence will do."
+
+
+def d_legs(rng, ctx, text, note="I know this"):
     animal, n = rng.choice(ctx.pools.legs)
     return Draft(text.format(a_animal=a_or_an(animal), A_animal=a_or_an(animal).capitalize()), str(n),
-                 [think(f"{a_or_an(animal).capitalize()} has {n} legs; I know this."), answer(str(n))], (animal,))
+                 [think(f"{a_or_an(animal).capitalize()} has {n} legs; {note}."), answer(str(n))], (animal,))
 
 
-def d_colour(rng, ctx, text):
+def d_colour(rng, ctx, text, note="no tool is needed"):
     thing, colours = rng.choice(ctx.pools.colours)
     return Draft(text.format(thing=thing, Thing=thing[0].upper() + thing[1:]), list(colours),
-                 [think(f"{thing[0].upper() + thing[1:]} is {colours[0]}; no tool is needed."), answer(colours[0])],
+                 [think(f"{thing[0].upper() + thing[1:]} is {colours[0]}; {note}."), answer(colours[0])],
                  (thing,))
 
 
-def d_define(rng, ctx, text):
+def d_define(rng, ctx, text, plan="This is a simple definition I can give without tools."):
     term, definition = rng.choice(ctx.pools.terms)
     bare = term.split(" ", 1)[1]
     return Draft(text.format(term=term, bare=bare), "",
-                 [think("This is a simple definition I can give without tools."), answer(definition)], (bare,))
+                 [think(plan.format(term=term)), answer(definition)], (bare,))
 
 
 def d_small_sum(rng, ctx, text):
@@ -121,6 +128,70 @@ def d_small_arith(rng, ctx, text, op: str):
                  [think(f"{a} {op} {b} is {value}; small numbers need no tool."), answer(str(value))])
 
 
+UNITS = (  # (the larger unit with its article, the smaller unit, how many, the number in words or None)
+    ("a week", "days", 7, "seven"), ("a year", "months", 12, "twelve"), ("a day", "hours", 24, "twenty-four"),
+    ("an hour", "minutes", 60, "sixty"), ("a minute", "seconds", 60, "sixty"), ("a decade", "years", 10, "ten"),
+    ("a century", "years", 100, None), ("a year", "weeks", 52, "fifty-two"), ("a metre", "centimetres", 100, None),
+    ("a kilometre", "metres", 1000, None), ("a kilogram", "grams", 1000, None),
+)
+PLURALS = (
+    ("mouse", ("mice",)), ("child", ("children",)), ("foot", ("feet",)), ("tooth", ("teeth",)), ("man", ("men",)),
+    ("woman", ("women",)), ("goose", ("geese",)), ("person", ("people", "persons")), ("leaf", ("leaves",)),
+    ("knife", ("knives",)), ("wolf", ("wolves",)), ("baby", ("babies",)), ("box", ("boxes",)),
+    ("city", ("cities",)), ("potato", ("potatoes",)), ("cactus", ("cacti", "cactuses")),
+)
+SYNONYMS = (
+    ("huge", ("enormous", "giant", "massive", "big", "large")), ("angry", ("mad", "cross", "furious")),
+    ("smart", ("clever", "intelligent", "bright")), ("gift", ("present",)), ("shout", ("yell", "scream")),
+    ("choose", ("pick", "select")), ("rock", ("stone",)), ("sick", ("ill", "unwell")),
+    ("scared", ("afraid", "frightened")), ("jump", ("leap", "hop")), ("talk", ("speak", "chat")),
+    ("tired", ("sleepy", "exhausted", "weary")), ("beautiful", ("pretty", "lovely", "gorgeous")),
+    ("sofa", ("couch", "settee")), ("friend", ("pal", "buddy", "mate")), ("cry", ("weep", "sob")),
+)
+SOUNDS = (  # (the sound, the animals that make it; the answer names the first)
+    ("moo", ("cow",)), ("woof", ("dog",)), ("meow", ("cat",)), ("neigh", ("horse",)), ("oink", ("pig",)),
+    ("baa", ("sheep", "lamb")), ("quack", ("duck",)), ("hoot", ("owl",)), ("ribbit", ("frog",)),
+    ("hiss", ("snake",)), ("buzz", ("bee",)), ("cluck", ("chicken", "hen")), ("roar", ("lion", "tiger")),
+)
+SIDES = (("a triangle", 3), ("a square", 4), ("a rectangle", 4), ("a pentagon", 5), ("a hexagon", 6),
+         ("an octagon", 8))
+
+
+def d_units(rng, ctx, text):
+    big, small, n, word = rng.choice(UNITS)
+    return Draft(text.format(big=big, small=small), [str(n)] + ([word] if word else []),
+                 [think(f"There are {n} {small} in {big}; {_KNOWN}."), answer(str(n))])
+
+
+def d_plural(rng, ctx, text):
+    noun, plurals = rng.choice(PLURALS)
+    return Draft(text.format(noun=noun), list(plurals),
+                 [think(f"The plural of {noun} is {plurals[0]}; {_KNOWN}."), answer(plurals[0])])
+
+
+def d_synonym(rng, ctx, text):
+    word, synonyms = rng.choice(SYNONYMS)
+    return Draft(text.format(word=word), list(synonyms),
+                 [think(f"{synonyms[0].capitalize()} means about the same as {word}; {_KNOWN}."),
+                  answer(synonyms[0])])
+
+
+def d_sound(rng, ctx, text):
+    sound, animals = rng.choice(SOUNDS)
+    said = a_or_an(animals[0])
+    return Draft(text.format(sound=sound), list(animals),
+                 [think(f'{said.capitalize()} says "{sound}"; {_KNOWN}.'), answer(said.capitalize())])
+
+
+def d_sides(rng, ctx, text):
+    shape, n = rng.choice(SIDES)
+    return Draft(text.format(a_shape=shape), str(n),
+                 [think(f"{shape.capitalize()} has {n} sides; {_KNOWN}."), answer(str(n))])
+
+
+_legs_known = partial(d_legs, note=_KNOWN)
+_colour_known = partial(d_colour, note=_KNOWN)
+_define_known = partial(d_define, plan=_DEFINE_KNOWN)
 _D = DIRECT
 DIRECT_TEMPLATES = (
     Template("direct/greeting", _D, "train", "{utterance}",
@@ -185,6 +256,32 @@ DIRECT_TEMPLATES = (
         ("small-arith", "take-away", "Take {b} away from {a}. What is left?", partial(d_small_arith, op="-")),
         ("small-arith", "times", "What is {a} times {b}?", partial(d_small_arith, op="*")),
         ("small-arith", "symbol", "{a} * {b} = ?", partial(d_small_arith, op="*")),
+    )),
+    Template("direct/help", _D, "train", "{utterance}",
+             partial(d_social, kind="help", utterances=(
+                 "I need some help.", "Can I ask you a question?", "I have a question for you.",
+                 "Could you help me, please?", "Help!", "Are you able to help me out?", "I'm stuck and need help.",
+                 "Can you assist me?"))),
+    *(Template(f"direct/{group}/{id_}", _D, "train", text, kind) for group, id_, text, kind in (
+        ("capital", "quick-question", "Quick question: what's the capital of {country}?", d_capital),
+        ("capital", "planning-trip", "I'm planning a trip to {country}. Which city is its capital?", d_capital),
+        ("capital", "terse", "Capital of {country}?", d_capital),
+        ("opposite", "need-the-opposite", "I need the opposite of {word}. What is it?", d_opposite),
+        ("legs", "tell-me", "Tell me how many legs {a_animal} has.", _legs_known),
+        ("legs", "drawing", "I'm drawing {a_animal}. How many legs should it have?", _legs_known),
+        ("legs", "just-curious", "Just curious: how many legs has {a_animal} got?", _legs_known),
+        ("colour", "say-what", "Say what colour {thing} is.", _colour_known),
+        ("colour", "picture", "Picture {thing}. What colour is it?", _colour_known),
+        ("define", "short-definition", "Give a short definition of {term}.", _define_known),
+        ("define", "simple-words", "In simple words, what is {term}?", _define_known),
+        ("define", "keep-hearing", 'I keep hearing the word "{bare}". What does it mean?', _define_known),
+        ("small-arith", "multiply-by", "Multiply {a} by {b}.", partial(d_small_arith, op="*")),
+        ("small-arith", "subtract-from", "Subtract {b} from {a}.", partial(d_small_arith, op="-")),
+        ("units", "how-many-in", "Tell me how many {small} there are in {big}.", d_units),
+        ("plural", "give-plural", "Give the plural of {noun}.", d_plural),
+        ("synonym", "another-word", "What is another word for {word}?", d_synonym),
+        ("sound", "name-the-animal", 'Name the animal that says "{sound}".', d_sound),
+        ("sides", "how-many", "How many sides does {a_shape} have?", d_sides),
     )),
     # test only
     Template("direct/identity", _D, "test", "{utterance}",

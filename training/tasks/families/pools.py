@@ -86,6 +86,55 @@ _ITEMS = ("apples", "pencils", "bolts", "bricks", "candles", "tiles", "bottles",
           "oranges", "cups", "lanterns", "marbles", "seashells", "stamps", "ribbons", "tickets", "jars", "spoons",
           "envelopes", "batteries")
 
+# Train-only entries: appended to the train side after the split, never drawn for test.
+_TRAIN_CAPITALS = (
+    ("Switzerland", ("Bern",)), ("Chile", ("Santiago",)), ("Colombia", ("Bogotá", "Bogota")),
+    ("Nigeria", ("Abuja",)), ("Morocco", ("Rabat",)), ("Saudi Arabia", ("Riyadh",)), ("Iraq", ("Baghdad",)),
+    ("Pakistan", ("Islamabad",)), ("Afghanistan", ("Kabul",)), ("Vietnam", ("Hanoi",)),
+    ("the Philippines", ("Manila",)), ("Indonesia", ("Jakarta",)), ("New Zealand", ("Wellington",)),
+    ("Iceland", ("Reykjavik", "Reykjavík")), ("Romania", ("Bucharest",)), ("Ukraine", ("Kyiv", "Kiev")),
+    ("Syria", ("Damascus",)), ("Nepal", ("Kathmandu",)),
+)
+_TRAIN_OPPOSITES = (
+    ("good", ("bad",)), ("high", ("low",)), ("long", ("short",)), ("sweet", ("sour", "bitter")),
+    ("smooth", ("rough",)), ("safe", ("dangerous", "unsafe")), ("alive", ("dead",)), ("asleep", ("awake",)),
+    ("always", ("never",)), ("same", ("different",)), ("polite", ("rude", "impolite")),
+    ("narrow", ("wide", "broad")), ("deep", ("shallow",)), ("yes", ("no",)), ("love", ("hate",)),
+    ("north", ("south",)), ("summer", ("winter",)), ("remember", ("forget",)), ("laugh", ("cry",)),
+    ("give", ("take", "receive")),
+)
+_TRAIN_LEGS = (
+    ("rabbit", 4), ("mouse", 4), ("bear", 4), ("wolf", 4), ("fox", 4), ("pig", 4), ("deer", 4), ("camel", 4),
+    ("frog", 4), ("crocodile", 4), ("squirrel", 4), ("donkey", 4), ("eagle", 2), ("parrot", 2), ("owl", 2),
+    ("swan", 2), ("goose", 2), ("turkey", 2), ("flamingo", 2), ("mosquito", 6), ("ladybird", 6),
+    ("cockroach", 6), ("wasp", 6), ("cricket", 6), ("tarantula", 8),
+)
+_TRAIN_COLOURS = (
+    ("a cherry", ("red",)), ("a pea", ("green",)), ("a plum", ("purple",)), ("a blueberry", ("blue",)),
+    ("an orange", ("orange",)), ("salt", ("white",)), ("a crow", ("black",)), ("broccoli", ("green",)),
+    ("chocolate", ("brown",)), ("a flamingo", ("pink",)), ("an eggplant", ("purple",)),
+)
+_TRAIN_TERMS = (
+    ("a triangle", "A triangle is a flat shape with three straight sides and three angles."),
+    ("a telescope", "A telescope is an instrument that makes distant objects, like stars, look closer."),
+    ("a microscope", "A microscope is an instrument that makes very small things look much bigger."),
+    ("a farm", "A farm is land used for growing crops or raising animals."),
+    ("a lake", "A lake is a large body of water surrounded by land."),
+    ("a village", "A village is a small group of houses in the countryside, smaller than a town."),
+    ("a pilot", "A pilot is a person who flies an aircraft."),
+    ("a map", "A map is a drawing of an area that shows where places and roads are."),
+    ("a mammal", "A mammal is a warm-blooded animal that feeds its young with milk."),
+    ("an umbrella", "An umbrella is a folding cover on a stick that protects you from rain or sun."),
+    ("a seed", "A seed is the small part of a plant from which a new plant can grow."),
+    ("a storm", "A storm is a spell of bad weather with strong wind and often rain, thunder or snow."),
+    ("a teacher", "A teacher is a person whose job is to help others learn."),
+    ("a keyboard", "A keyboard is a set of keys used to type letters and numbers into a computer."),
+    ("a cloud", "A cloud is a mass of tiny water droplets or ice crystals floating in the sky."),
+    ("a habit", "A habit is something you do regularly, often without thinking about it."),
+)
+_TRAIN_ONLY = {"capitals": _TRAIN_CAPITALS, "opposites": _TRAIN_OPPOSITES, "legs": _TRAIN_LEGS,
+               "colours": _TRAIN_COLOURS, "terms": _TRAIN_TERMS}
+
 
 def _split_pool(values: Sequence[Any], rng: random.Random, n_test: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     shuffled = list(values)
@@ -102,5 +151,20 @@ def make_pools(seed: int) -> dict[str, Pools]:
         "legs": _split_pool(_LEGS, rng, 8), "colours": _split_pool(_COLOURS, rng, 7),
         "terms": _split_pool(_TERMS, rng, 9),
     }
+    for key, extra in _TRAIN_ONLY.items():
+        train, test = parts[key]
+        parts[key] = (train + extra, test)
     return {split: Pools(**{k: v[i] for k, v in parts.items()}) for i, split in enumerate(("train", "test"))}
+
+
+def _check_train_only() -> None:
+    pools = {"capitals": _CAPITALS, "opposites": _OPPOSITES, "legs": _LEGS, "colours": _COLOURS, "terms": _TERMS}
+    for key, extra in _TRAIN_ONLY.items():
+        keys = [entry[0] for entry in extra]
+        clash = set(keys) & {entry[0] for entry in pools[key]}
+        if clash or len(set(keys)) != len(keys):
+            raise ValueError(f"train-only {key} repeat an entry: {sorted(clash) or keys}")
+
+
+_check_train_only()
 
