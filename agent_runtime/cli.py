@@ -68,7 +68,7 @@ def version() -> None:
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the model to.")],
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and the training data.")] = 0,
     train: Annotated[bool, typer.Option("--train/--no-train", help="Fit it on fixture trajectories.")] = True,
 ) -> None:
     """Build the tiny Qwen2-architecture test model and its tokenizer, offline and deterministically."""
@@ -90,8 +90,8 @@ def run(
     search_index: SearchIndexOpt = None,
     search_url: SearchUrlOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Model tokens in all.")] = 1024,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 is greedy.")] = 0.0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
 ) -> None:
     """Run the agent loop locally on one question and print its events."""
@@ -153,8 +153,8 @@ async def _print_run(prompt, backend, tools, protocol, budget, sampling, as_json
         await backend.aclose()
 
 
-@app.command()
 def serve(
+    ctx: typer.Context,
     model: ModelOpt = None,
     engine: EngineOpt = "auto",
     engine_url: EngineUrlOpt = None,
@@ -164,7 +164,7 @@ def serve(
     search_url: SearchUrlOpt = None,
     max_tool_calls: MaxToolCallsOpt = 4,
     host: Annotated[str, typer.Option("--host", help="Interface to bind; loopback by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAPO_API_KEY", help="Require this bearer key.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback host without a key.")] = False,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Requests at once; more get 503.")] = 32,
@@ -178,6 +178,7 @@ def serve(
     from server.app import create_app
     from server.build import build_state, check_exposure
 
+    with_page = ctx.info_name == "demo"
     try:
         check_exposure(host, api_key, insecure)
         state = build_state(
@@ -187,8 +188,34 @@ def serve(
         )
     except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
         _fail(str(exc))
-    err.print(f"serving {state.model_name} on http://{host}:{port}/v1 (OpenAI-compatible)", highlight=False)
-    uvicorn.run(create_app(state), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    api = create_app(state)
+    base = f"http://{_url_host(host)}:{port}"
+    if with_page:
+        try:
+            from clients.gradio_app import mount_page
+        except ImportError as exc:
+            _fail(f"the demo page needs the [demo] extra ({exc.name} is missing): pip install 'tapo-agents[demo]'")
+        api = mount_page(api, f"{_url_host(host, connect=True)}:{port}/v1", model=state.model_name,
+                         protocol=protocol, max_tool_calls=max_tool_calls, key_required=api_key is not None,
+                         concurrency=max_concurrency)
+        err.print(f"demo page on {base}/ ; API on {base}/v1 (model {state.model_name})", highlight=False,
+                  soft_wrap=True)
+    else:
+        err.print(f"serving {state.model_name} on {base}/v1 (OpenAI-compatible)", highlight=False, soft_wrap=True)
+    uvicorn.run(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+app.command()(serve)
+app.command("demo", help="Serve the API and a chat page at / that talks to it (one process, one port).")(serve)
+
+
+def _url_host(host: str, *, connect: bool = False) -> str:
+    """``host`` as it goes in a URL; with ``connect``, the address this machine reaches a server bound
+    there on (a wildcard bind is reached on loopback), with its scheme."""
+    if connect:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}" if connect else name
 
 
 @app.command("eval")
@@ -308,6 +335,33 @@ def _write_eval(out: Path, records: list[dict], settings: dict, tools, protocol)
           f"tool calls/question {fmt(summary['tool_calls_per_question']['overall'])}, "
           f"tool productivity {fmt(summary['tool_productivity']['overall'])}, "
           f"format errors {fmt(summary['format_error_rate'])}; wrote {out}/summary.md")
+
+
+@app.command()
+def chat(
+    question: Annotated[Optional[str], typer.Argument(help="Ask this once and exit; without it, a session.")] = None,
+    url: Annotated[str, typer.Option("--url", envvar="TAPO_BASE_URL", help="The API's base URL.")] = "http://127.0.0.1:8000/v1",
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAPO_API_KEY", help="The server's key.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model id; default: the server's.")] = None,
+    tools: Annotated[bool, typer.Option("--tools/--no-tools", help="Let the agent use its tools.")] = True,
+    max_tool_calls: Annotated[Optional[int], typer.Option("--max-tool-calls", min=0,
+                                                          help="Tool calls before the final turn; default: the server's.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="0 is greedy.")] = 0.0,
+) -> None:
+    """Chat with a running server in the terminal; tool steps are drawn as they stream."""
+    from rich.console import Console
+
+    from clients.terminal_chat import ChatSettings, chat_turn, repl
+
+    settings = ChatSettings(base_url=url, api_key=api_key, model=model, tools=tools,
+                            max_tool_calls=max_tool_calls, temperature=temperature)
+    console = Console()
+    if question is None:
+        repl(settings, console)
+        return
+    view = chat_turn(question, settings, console)
+    if any(m.kind == "error" for m in view.messages):
+        raise typer.Exit(1)
 
 
 @app.command("exec")

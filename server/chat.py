@@ -288,6 +288,7 @@ def _delta_body(d: ReplyDelta) -> dict:
     body: dict[str, Any] = {}
     if d.reasoning:
         body["reasoning"] = body["reasoning_content"] = d.reasoning  # vLLM's new name and SGLang's
+        body["reasoning_part"] = d.reasoning_part
     if d.content:
         body["content"] = d.content
     if d.tool_step is not None:

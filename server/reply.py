@@ -2,12 +2,15 @@
 
 Pure: the streaming and non-streaming endpoints both feed events here. Content is the answer
 (or, from a model that writes no tags, its plain reply); reasoning is the think text plus a
-readable trace of each tool call and its output; whitespace between blocks is dropped.
+readable trace of each tool call and its output; whitespace between blocks is dropped. Each piece
+of reasoning says what it is (``reasoning_part``), so that a client which shows tool steps from
+``tool_step`` can leave their trace out of the thinking it shows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from agent_runtime.events import Done, Event, Injected, Token, ToolCall, ToolResult
 from agent_runtime.parser import Delta, ParseEvent, Segment, SegmentKind, StreamParser
@@ -15,6 +18,11 @@ from agent_runtime.protocol import Block, BlockRole, Protocol
 from server.schemas import SearchHit, ToolStep
 
 TRACE_OUTPUT_CHARS = 2000  # of a tool's output, copied into the reasoning trace
+# What a piece of reasoning is: the model's thinking, its tool call, the tool's output (or a model's
+# own observation block), or the runtime's note on an invalid action.
+ReasoningPart = Literal["think", "tool_call", "tool_output", "notice"]
+_PART_OF_ROLE: dict[BlockRole, ReasoningPart] = {
+    BlockRole.REASONING: "think", BlockRole.TOOL: "tool_call", BlockRole.OBSERVATION: "tool_output"}
 
 
 @dataclass
@@ -22,6 +30,7 @@ class ReplyDelta:
     reasoning: str = ""
     content: str = ""
     tool_step: ToolStep | None = None
+    reasoning_part: ReasoningPart = "think"
 
     def __bool__(self) -> bool:
         return bool(self.reasoning or self.content or self.tool_step)
@@ -56,13 +65,13 @@ class ReplyBuilder:
             self.steps[step.id] = step
             trace = _clip(event.output.text.strip(), TRACE_OUTPUT_CHARS)
             label = "output" if event.output.ok else "error"
-            return [ReplyDelta(tool_step=step), self._reason(f"[{label}]\n{trace}\n\n")]
+            return [ReplyDelta(tool_step=step), self._reason(f"[{label}]\n{trace}\n\n", "tool_output")]
         if isinstance(event, Injected):
             # A turn ended: the loop starts a fresh parser for the next one, and so do we.
             deltas = self._parsed(self._parser.close())
             self._parser = StreamParser(self.protocol)
             if event.reason == "invalid_action":
-                deltas.append(self._reason(event.text.strip() + "\n\n"))
+                deltas.append(self._reason(event.text.strip() + "\n\n", "notice"))
             return [d for d in deltas if d]
         if isinstance(event, Done):
             return self._parsed(self._parser.close())
@@ -78,7 +87,7 @@ class ReplyBuilder:
                 out.append(self._delta(ev))
             elif isinstance(ev, Segment) and ev.kind is SegmentKind.BLOCK and ev.block.role is not BlockRole.ANSWER:
                 if self._open is ev.block:
-                    out.append(self._reason("\n"))
+                    out.append(self._reason("\n", _PART_OF_ROLE[ev.block.role]))
                 self._open = None
             elif isinstance(ev, Segment):
                 self._open = None
@@ -99,7 +108,7 @@ class ReplyBuilder:
                 header = f"[{block.name}]\n"
             elif block.role is BlockRole.OBSERVATION:
                 header = "[observation]\n"
-        return self._reason(header + delta.text)
+        return self._reason(header + delta.text, _PART_OF_ROLE[block.role])
 
     def _content(self, text: str) -> str:
         if not self.content:
@@ -113,9 +122,9 @@ class ReplyBuilder:
         self.content += kept
         return kept
 
-    def _reason(self, text: str) -> ReplyDelta:
+    def _reason(self, text: str, part: ReasoningPart) -> ReplyDelta:
         self.reasoning += text
-        return ReplyDelta(reasoning=text)
+        return ReplyDelta(reasoning=text, reasoning_part=part)
 
 
 def _hit(hit: dict) -> dict:

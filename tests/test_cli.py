@@ -72,3 +72,11 @@ def test_exec_runs_code_in_the_sandbox():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["ok"] is True and result["output"].strip() == "42" and result["seconds"] >= 0
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_server_off_loopback_needs_a_key_or_insecure(command):
+    proc = tapo(command, "--host", "0.0.0.0", "--model", "tiny", TAPO_API_KEY="")
+    assert proc.returncode == 2
+    assert "--host 0.0.0.0 exposes a server that runs model-written code" in proc.stderr
+    assert "--api-key" in proc.stderr and "Traceback" not in proc.stderr

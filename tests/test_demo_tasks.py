@@ -81,7 +81,7 @@ def test_rows_are_a_function_of_the_seed(demo):
 
 def test_sizes_families_and_the_row_loader(demo):
     data, out = demo
-    assert {s: len(r) for s, r in data.rows.items()} == {"train": 2000, "dev": 100, "test": 200}
+    assert {s: len(r) for s, r in data.rows.items()} == {"train": 2500, "dev": 100, "test": 200}
     for split, rows in data.rows.items():
         counts = Counter(r["data_source"] for r in rows)
         assert set(counts) == set(FAMILIES)
@@ -221,11 +221,11 @@ def test_reference_record_follows_the_trajectory_schema(references):
 
 def test_cli_writes_everything(tmp_path, capsys):
     assert tasks_main(["--seed", "3", "--out", str(tmp_path), "--code-tool", "inprocess", "-q"]) == 0
-    assert "2000/2000 gold train trajectories" in capsys.readouterr().out
+    assert "2500/2500 gold train trajectories" in capsys.readouterr().out
     records = [json.loads(line) for line in (tmp_path / "train_trajectories.jsonl").read_text().splitlines()]
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [r["extra_info"]["id"] for r in rows]
-    assert json.loads((tmp_path / "manifest.json").read_text())["trajectories"]["kept"] == 2000
+    assert json.loads((tmp_path / "manifest.json").read_text())["trajectories"]["kept"] == 2500
 
 
 def test_committed_data_is_what_the_generator_writes(demo):

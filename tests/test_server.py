@@ -172,6 +172,7 @@ class StreamSummary:
         self.content = ""
         self.reasoning = ""
         self.reasoning_content = ""
+        self.reasoning_parts: dict[str, str] = {}  # reasoning_part -> its text
         self.tool_step_events: list[dict] = []
         self.finish_reasons: list[tuple[str, str | None]] = []
         self.usage_chunks: list = []
@@ -192,6 +193,9 @@ class StreamSummary:
         assert extra.get("reasoning") == extra.get("reasoning_content"), extra
         self.reasoning += extra.get("reasoning") or ""
         self.reasoning_content += extra.get("reasoning_content") or ""
+        if extra.get("reasoning"):
+            part = extra["reasoning_part"]
+            self.reasoning_parts[part] = self.reasoning_parts.get(part, "") + extra["reasoning"]
         if extra.get("tool_step") is not None:
             self.tool_step_events.append(extra["tool_step"])
         if delta.role:
@@ -221,6 +225,13 @@ def check_summary_against(summary: StreamSummary, raw: dict) -> None:
         assert running["name"] == done["name"] and running["arguments"] == done["arguments"]
         assert running["index"] == done["index"]
     done_steps = [events[1] for events in by_id.values()]
+    # Reasoning says which pieces are the tool calls and their output, so a client showing tool steps
+    # can show the thinking alone: every call's text is in a tool_call piece, every output in a tool_output.
+    assert set(summary.reasoning_parts) <= {"think", "tool_call", "tool_output", "notice"}
+    for step in done_steps:
+        assert step["arguments"].strip() in summary.reasoning_parts.get("tool_call", "")
+        assert step["output"].strip()[:200] in summary.reasoning_parts.get("tool_output", "")
+        assert step["arguments"].strip() not in summary.reasoning_parts.get("think", "")
     strip = lambda s: {k: v for k, v in s.items() if k not in ("seconds", "id")}  # noqa: E731
     assert [strip(s) for s in done_steps] == [strip(s) for s in message["tool_steps"]]
     assert len(summary.usage_chunks) == 1

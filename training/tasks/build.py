@@ -18,7 +18,7 @@ from training.tasks.world import Encyclopedia, Passage, make_encyclopedia
 
 SPLITS = ("train", "dev", "test")
 SIZES: dict[str, dict[str, int]] = {
-    "train": {"demo_arith": 600, "demo_search": 480, "demo_twohop": 520, "demo_direct": 400},
+    "train": {"demo_arith": 750, "demo_search": 600, "demo_twohop": 650, "demo_direct": 500},
     "dev": {f: 25 for f in FAMILIES},
     "test": {f: 50 for f in FAMILIES},
 }
