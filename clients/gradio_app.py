@@ -23,7 +23,7 @@ __all__ = ["build_page", "mount_page", "respond"]
 
 ERROR_PREFIX = "Error: "
 PROTOCOLS = ("tapo", "search-r1", "torl")
-EXAMPLES = ("What is 4821 * 37?", "Who founded Velmora Works?", "Hello! What can you do?")
+EXAMPLES = ("What is 4821 * 37?", "Trosma Works has its head office in which town?", "Hello! What can you do?")
 # System fonts: the default theme loads Google Fonts, which an offline machine cannot reach.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
@@ -75,6 +75,7 @@ async def respond(question: str, history: list[dict], api_key: str, tools: bool,
     messages = api_messages(history, question)
     shown = list(history) + [gr.ChatMessage(role="user", content=question)]
     view = ReplyView()
+    yield shown, ""  # the question shows at once; the reply follows as it streams
     client = openai.AsyncOpenAI(base_url=api_base, api_key=api_key or "no-key", max_retries=0, timeout=600)
     try:
         stream = await client.chat.completions.create(

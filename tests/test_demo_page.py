@@ -121,7 +121,8 @@ def test_default_model_answers_through_the_code_step_shown_before_the_answer(bro
             expect(step).to_contain_text("Output")
 
 
-def test_a_server_with_a_key_asks_for_it_and_refuses_the_page_without_it(browser):
+def test_a_server_with_a_key_asks_for_it_and_refuses_the_page_without_it(browser, tiny_path):
+    # tiny_path: the fixture model is built (minutes when cold) before the server's startup clock runs.
     with demo_server("--model", "tiny", "--api-key", "sesame") as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         with screenshot_on_exit(page, "demo-page-key"):
