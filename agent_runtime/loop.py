@@ -17,6 +17,7 @@ from agent_runtime.budget import Budget
 from agent_runtime.detok import IncrementalDetokenizer
 from agent_runtime.events import Answer, Done, Event, Injected, Token, ToolCall, ToolResult
 from agent_runtime.parser import Segment, SegmentKind, StreamParser, answer_segment
+from agent_runtime.plain_text import encode_plain
 from agent_runtime.protocol import TAPO, BlockRole, Protocol, last_boxed
 from agent_runtime.tools import ToolRegistry
 from agent_runtime.trajectory import AgentFinishReason, FinishReason, ToolCallRecord, Trajectory
@@ -84,7 +85,8 @@ async def run(
     calls_used = 0  # tool calls and invalid actions, against budget.max_tool_calls
 
     def inject(text: str) -> tuple[str, list[int]]:
-        ids = tokenizer.encode(text, add_special_tokens=False)
+        # Tool output is not ours: a "<|im_end|>" it prints must stay text, never end the turn.
+        ids = encode_plain(tokenizer, text)
         traj.append(ids, model=False)
         shown = detok.add(ids)
         traj.text += shown
@@ -154,15 +156,21 @@ async def run(
                 timeout = min(timeout or float("inf"), max(0.0, deadline - time.monotonic()))
             result = await tools.call(name, argument, timeout=timeout)
             traj.tool_seconds += result.seconds
+            out = result.output
             if deadline is not None and time.monotonic() >= deadline:
+                # Cut by the wall clock: the call is recorded and reported as failed, nothing injected.
+                out = replace(out, ok=False)
+                traj.tool_calls.append(ToolCallRecord(index, name, argument, out.text, False, result.seconds, 0,
+                                                      out.hits))
+                yield ToolResult(call_id, index, name, out, result.seconds, 0)
                 ending = ("stop", "wall_clock")
                 break
-            output = truncate_middle(result.output.text, tokenizer, budget.max_tool_output_tokens)
+            output = truncate_middle(out.text, tokenizer, budget.max_tool_output_tokens)
             shown, ids = inject(protocol.format_observation(output))
             traj.tool_calls.append(
-                ToolCallRecord(index, name, argument, result.output.text, result.output.ok, result.seconds, len(ids))
+                ToolCallRecord(index, name, argument, out.text, out.ok, result.seconds, len(ids), out.hits)
             )
-            yield ToolResult(call_id, index, name, result.output, result.seconds, len(ids))
+            yield ToolResult(call_id, index, name, out, result.seconds, len(ids))
             yield Injected(shown, ids, "observation")
             continue
 
@@ -175,7 +183,9 @@ async def run(
             ending = ("length", "context" if full else "max_tokens")
         elif finish_reason == "abort":
             ending = ("stop", "abort")
-        elif answer is not None:
+        elif answer is not None and finish_reason != "stop":
+            # An answer ends the turn with the end-of-turn token; one followed by a tool call (a
+            # protocol stop string) never reached it, so it is an invalid action like any broken turn.
             traj.answer = answer
             ending = ("stop", "answer")
         elif finish_reason == "stop" or any(s.kind is SegmentKind.MALFORMED for s in segments):
@@ -237,12 +247,19 @@ async def rollout(
         return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 1000 * i)
 
     tasks = [asyncio.ensure_future(run_to_end(p, backend, tools, sampling=params_for(i), **kwargs)) for i, p in enumerate(prompts)]
-    if not progress:
-        return list(await asyncio.gather(*tasks))
-    from tqdm.auto import tqdm
+    try:
+        if not progress:
+            return list(await asyncio.gather(*tasks))
+        from tqdm.auto import tqdm
 
-    with tqdm(total=len(tasks), desc="rollouts", unit="traj") as bar:
-        for task in asyncio.as_completed(tasks):
-            await task
-            bar.update(1)
-    return [t.result() for t in tasks]
+        with tqdm(total=len(tasks), desc="rollouts", unit="traj") as bar:
+            for task in asyncio.as_completed(tasks):
+                await task
+                bar.update(1)
+        return [t.result() for t in tasks]
+    except BaseException:
+        # One trajectory failed (or the caller cancelled): stop the others rather than leave them pending.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

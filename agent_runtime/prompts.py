@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from agent_runtime.plain_text import encode_plain, render_template_ids
 from agent_runtime.protocol import Protocol
 
 Message = Mapping[str, Any]
@@ -46,22 +47,27 @@ def build_prompt_ids(
     tools = protocol.tool_names if enabled_tools is None else tuple(enabled_tools)
     if getattr(tokenizer, "chat_template", None):
         return render_prompt_ids(tokenizer, protocol_messages(protocol, messages, tools))
-    return list(tokenizer.encode(base_prompt_text(protocol, messages, tools), add_special_tokens=True))
+    return encode_plain(tokenizer, base_prompt_text(protocol, messages, tools), add_special_tokens=True)
 
 
 def render_prompt_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """Ids of ``messages`` exactly as given (no protocol prompt added), ready for the assistant's turn.
 
     For prompts that already hold their instructions, such as TAPO's training rows. Without a chat
-    template, the contents are joined by blank lines.
+    template, the contents are joined by blank lines. Only the template makes special ids: a
+    ``<|im_start|>`` inside a message stays text.
     """
     if not getattr(tokenizer, "chat_template", None):
         text = "\n\n".join(str(m["content"]) for m in messages) + "\n"
-        return list(tokenizer.encode(text, add_special_tokens=True))
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # BatchEncoding in transformers 5
-        ids = ids["input_ids"]
-    return list(ids)
+        return encode_plain(tokenizer, text, add_special_tokens=True)
+    return render_template_ids(tokenizer, messages, add_generation_prompt=True)
+
+
+def raw_prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Ids of a prompt given as finished text (``/v1/completions``, a string prompt in training data):
+    its special-token strings are meant (a pre-rendered template), and the tokenizer's own additions
+    (a BOS token) are added, as TRL and vLLM tokenize such prompts."""
+    return list(tokenizer.encode(text, add_special_tokens=True))
 
 
 def encode_pieces(tokenizer: Any, prompt_ids: Sequence[int], pieces: Sequence[tuple[str, bool]],
@@ -73,7 +79,7 @@ def encode_pieces(tokenizer: Any, prompt_ids: Sequence[int], pieces: Sequence[tu
     """
     ids, labels = list(prompt_ids), [-100] * len(prompt_ids)
     for text, is_model_text in pieces:
-        piece_ids = tokenizer.encode(text, add_special_tokens=False)
+        piece_ids = encode_plain(tokenizer, text)  # as the loop encodes what it injects
         ids += piece_ids
         labels += piece_ids if is_model_text else [-100] * len(piece_ids)
     return ids + [eos_id], labels + [eos_id]

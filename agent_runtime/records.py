@@ -2,7 +2,7 @@
 
 The schema (ARCHITECTURE.md, "Rows and trajectories"): ``{id, question, gold, data_source, prompt_ids,
 completion_ids, mask, logprobs, text, tool_steps, final_answer, correct, reward, finish_reason, usage}``.
-``tool_steps`` carry the same fields as the server's ``ToolStep``, all finished.
+``tool_steps`` are :class:`agent_runtime.tool_steps.ToolStep`, all finished.
 """
 
 from __future__ import annotations
@@ -12,27 +12,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from agent_runtime.tool_steps import ToolStep, step_id
 from agent_runtime.trajectory import Trajectory
 
 __all__ = ["trajectory_record", "write_records", "read_records"]
 
 
 def _tool_steps(record_id: str, traj: Trajectory) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"{record_id}-call-{call.index}",
-            "index": call.index,
-            "name": call.name,
-            "arguments": call.arguments,
-            "status": "done",
-            "ok": call.ok,
-            "output": call.output,
-            "hits": [],
-            "seconds": round(call.seconds, 6),
-            "injected_tokens": call.injected_tokens,
-        }
-        for call in traj.tool_calls
-    ]
+    return [ToolStep.of_record(step_id(record_id, call.index), call).model_dump() for call in traj.tool_calls]
 
 
 def trajectory_record(

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, runtime_checkable
+
+log = logging.getLogger("agent_runtime.tools")
+
+
+class ToolFailure(Exception):
+    """Raised by a tool that failed for a reason of its own (its server unreachable, its sandbox pool
+    gone); the message is what the model is shown."""
+
+
+class ToolInfrastructureError(RuntimeError):
+    """Tools kept failing for reasons that are not the model's (a dead sandbox pool, a search server
+    down): training on their error messages would only teach the model that tools do not work."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +72,18 @@ class FunctionTool:
 
 
 class ToolRegistry:
-    """Tools by name. ``call`` times the tool and turns its failures into in-band errors."""
+    """Tools by name. ``call`` times the tool and turns its failures into in-band errors.
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+    A tool that *raises* (:class:`ToolFailure`, or any exception) has failed for a reason of its own
+    (the model's mistakes come back as ``ok=False`` output, not as exceptions): the failure is logged as an error, the model still sees
+    it, and after ``max_infrastructure_failures`` such failures in a row (training sets it; a server
+    keeps serving) the call raises :class:`ToolInfrastructureError` instead.
+    """
+
+    def __init__(self, tools: Iterable[Tool] = (), *, max_infrastructure_failures: int | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        self.max_infrastructure_failures = max_infrastructure_failures
+        self.infrastructure_failures = 0  # in a row
         for tool in tools:
             self.register(tool)
 
@@ -106,9 +127,26 @@ class ToolRegistry:
             output = ToolOutput(f"Error: no tool named {name!r} is available.", ok=False)
         else:
             try:
-                output = await asyncio.wait_for(tool(argument), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):  # in this task: a cancelled caller leaves no orphan behind
+                    output = await tool(argument)
+            except TimeoutError:
                 output = ToolOutput(f"Error: {name} timed out after {timeout:g} s.", ok=False)
-            except Exception as exc:  # the model sees the failure; the loop goes on
+            except ToolFailure as exc:  # the model sees the failure; the loop goes on
+                self._infrastructure_failure(name, exc.__cause__ or exc)
+                output = ToolOutput(str(exc), ok=False)
+            except Exception as exc:
+                self._infrastructure_failure(name, exc)
                 output = ToolOutput(f"Error: {type(exc).__name__}: {exc}", ok=False)
+            else:
+                self.infrastructure_failures = 0
         return ToolResult(name, output, time.perf_counter() - start)
+
+    def _infrastructure_failure(self, name: str, exc: Exception) -> None:
+        self.infrastructure_failures += 1
+        log.error("tool %s failed (%d in a row): %s: %s", name, self.infrastructure_failures, type(exc).__name__, exc,
+                  extra={"tool": name, "failures_in_a_row": self.infrastructure_failures})
+        limit = self.max_infrastructure_failures
+        if limit is not None and self.infrastructure_failures >= limit:
+            raise ToolInfrastructureError(
+                f"the {name} tool failed {self.infrastructure_failures} times in a row (last: {type(exc).__name__}: "
+                f"{exc}); stopping rather than training on its error messages") from exc

@@ -30,6 +30,7 @@ class ToolCallRecord:
     ok: bool
     seconds: float
     injected_tokens: int
+    hits: list[dict[str, Any]] = field(default_factory=list)  # search results, as the tool gave them
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_runtime.detok import decode
+from agent_runtime.plain_text import encode_plain
 
 
 def truncate_middle(text: str, tokenizer: Any, max_tokens: int) -> str:
@@ -14,11 +15,11 @@ def truncate_middle(text: str, tokenizer: Any, max_tokens: int) -> str:
     (a traceback's last line). The marker says how much was dropped. Re-tokenizing the joined
     text can differ from the cut by a token or two at the seams.
     """
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    ids = encode_plain(tokenizer, text)
     if len(ids) <= max_tokens:
         return text
     marker = f"\n[... {len(ids)} tokens, middle omitted ...]\n"
-    keep = max(0, max_tokens - len(tokenizer.encode(marker, add_special_tokens=False)))
+    keep = max(0, max_tokens - len(encode_plain(tokenizer, marker)))
     head = keep // 2
     tail = keep - head
     return decode(tokenizer, ids[:head]) + marker + (decode(tokenizer, ids[len(ids) - tail :]) if tail else "")

@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py [--clients 32] [--requests 1000] [--warm-requests 100] [--quick]
 
-1. Starts `python -m agent_runtime.cli serve` (max concurrency = clients, 2 tool calls, 160 tokens)
+1. Starts `python -m tapo_cli serve` (max concurrency = clients, 2 tool calls, 160 tokens)
    and waits for /health.
 2. Warm-up: `--warm-requests` requests (not in the latency figures), then `--requests` measured
    requests, each a streaming chat completion of a fixture arithmetic question (the tiny model
@@ -149,7 +149,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, clients: int, model: str | None, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "agent_runtime.cli", "serve", "--port", str(port), "--max-concurrency",
+    cmd = [sys.executable, "-m", "tapo_cli", "serve", "--port", str(port), "--max-concurrency",
            str(clients), "--max-tool-calls", "2", "--max-tokens", "160"] + (["--model", model] if model else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300

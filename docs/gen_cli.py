@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from agent_runtime.cli import app
+from tapo_cli.app import app
 
 OUT = Path(__file__).with_name("cli.md")
 ROOT = OUT.parents[1]

@@ -42,9 +42,14 @@ def create_app(state: ServerState) -> FastAPI:
     def require_key(request: Request) -> None:
         if state.api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), state.api_key):
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError,
+        # so a 500). Header values arrive as raw bytes, which Starlette decodes as latin-1: encoding
+        # back gives the bytes the client sent, so a UTF-8 key matches when sent as UTF-8. (A key
+        # read from an environment that is not UTF-8 keeps its bytes through surrogateescape.)
+        header = request.headers.get("authorization", "").encode("latin-1")
+        scheme, _, token = header.partition(b" ")
+        expected = state.api_key.encode("utf-8", "surrogateescape")
+        if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), expected):
             raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
 

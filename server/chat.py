@@ -70,6 +70,10 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(req, name):
             raise bad_request(f"{name} is not supported", name)
+    # vLLM's sampling extensions, in range (schemas) but only their neutral values can be honoured.
+    for name, neutral in (("top_k", (0, -1)), ("min_p", (0,)), ("repetition_penalty", (1,))):
+        if getattr(req, name) not in (None, *neutral):
+            raise bad_request(f"{name} is not supported", name)
     for i, message in enumerate(req.messages):
         if message.role == "tool":
             raise bad_request("tool messages are not accepted: the server runs tools itself", f"messages.{i}.role")

@@ -46,6 +46,7 @@ def _refuse_unsupported(req: CompletionRequest) -> None:
         (bool(req.echo), "echo", "echo is not supported"),
         (req.suffix is not None, "suffix", "suffix is not supported"),
         (req.logprobs not in (None, 0, 1), "logprobs", "only the sampled token's logprob is returned: use logprobs 0 or 1"),
+        # vLLM sampling fields the remote backend sends as neutral values (ranges: schemas).
         (req.top_k not in (None, 0, -1), "top_k", "top_k is not supported"),
         (req.min_p not in (None, 0), "min_p", "min_p is not supported"),
         (req.repetition_penalty not in (None, 1), "repetition_penalty", "repetition_penalty is not supported"),

@@ -15,7 +15,7 @@ from typing import Literal
 from agent_runtime.events import Done, Event, Injected, Token, ToolCall, ToolResult
 from agent_runtime.parser import Delta, ParseEvent, Segment, SegmentKind, StreamParser
 from agent_runtime.protocol import Block, BlockRole, Protocol
-from server.schemas import SearchHit, ToolStep
+from agent_runtime.tool_steps import ToolStep, step_id
 
 TRACE_OUTPUT_CHARS = 2000  # of a tool's output, copied into the reasoning trace
 # What a piece of reasoning is: the model's thinking, its tool call, the tool's output (or a model's
@@ -51,17 +51,13 @@ class ReplyBuilder:
         if isinstance(event, Token):
             return self._parsed(self._parser.feed(event.text))
         if isinstance(event, ToolCall):
-            step = ToolStep(id=self._step_id(event.index), index=event.index, name=event.name,
-                            arguments=event.arguments, status="running")
+            step = ToolStep.running(self._step_id(event.index), event.index, event.name, event.arguments)
             self.steps[step.id] = step
             return [ReplyDelta(tool_step=step)]
         if isinstance(event, ToolResult):
-            step = ToolStep(
-                id=self._step_id(event.index), index=event.index, name=event.name, arguments=self.steps[
-                    self._step_id(event.index)].arguments, status="done", ok=event.output.ok,
-                output=event.output.text, hits=[SearchHit(**_hit(h)) for h in event.output.hits],
-                seconds=round(event.seconds, 4), injected_tokens=event.injected_tokens,
-            )
+            key = self._step_id(event.index)
+            step = ToolStep.done(key, event.index, event.name, self.steps[key].arguments, event.output,
+                                 event.seconds, event.injected_tokens)
             self.steps[step.id] = step
             trace = _clip(event.output.text.strip(), TRACE_OUTPUT_CHARS)
             label = "output" if event.output.ok else "error"
@@ -78,7 +74,7 @@ class ReplyBuilder:
         return []
 
     def _step_id(self, index: int) -> str:
-        return f"{self.step_id_prefix}-{index}"
+        return step_id(self.step_id_prefix, index)
 
     def _parsed(self, events: list[ParseEvent]) -> list[ReplyDelta]:
         out = []
@@ -125,10 +121,6 @@ class ReplyBuilder:
     def _reason(self, text: str, part: ReasoningPart) -> ReplyDelta:
         self.reasoning += text
         return ReplyDelta(reasoning=text, reasoning_part=part)
-
-
-def _hit(hit: dict) -> dict:
-    return {"title": str(hit.get("title", "")), "url": str(hit.get("url", "") or ""), "score": hit.get("score")}
 
 
 def _clip(text: str, limit: int) -> str:

@@ -1,4 +1,4 @@
-"""Request and extension models of the HTTP API.
+"""Request models of the HTTP API (the ``tool_step`` extension is :mod:`agent_runtime.tool_steps`).
 
 Unknown request fields are ignored (clients send many); fields we cannot honour are refused with
 a 400 that names them, in :mod:`server.chat` and :mod:`server.completions`.
@@ -59,29 +59,43 @@ def _stops(value: StopField) -> list[str]:
 
 
 class _GenerationRequest(_Lenient):
-    """Fields both endpoints share."""
+    """Fields both endpoints share.
+
+    Sampling values are checked here as vLLM's ``SamplingParams._verify_args`` checks them (vLLM
+    0.31.0: temperature finite in [0, 2], top_p in (0, 1], top_k -1, 0 or at least 1, min_p in
+    [0, 1], repetition_penalty finite and > 0, presence and frequency penalties in [-2, 2], no empty
+    stop string), so a bad request is a 400 naming the parameter before it reaches an engine: in a
+    colocated vLLM one request's ValueError would otherwise fail the whole batch it joined. NaN
+    fails every range. Values in range that this server cannot honour are refused by the endpoints.
+    """
 
     model: str
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)  # -1 and 0 both mean "all tokens"
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     seed: int | None = Field(default=None, **SEED_RANGE)
     stop: StopField = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
     @field_validator("stop")
     @classmethod
     def _check_stop(cls, value: StopField) -> StopField:
-        if len(_stops(value)) > 8:
+        stops = _stops(value)
+        if len(stops) > 8:
             raise ValueError("at most 8 stop sequences")
+        if any(s == "" for s in stops):
+            raise ValueError("stop cannot contain an empty string")
         return value
 
     @property
     def stops(self) -> list[str]:
-        return [s for s in _stops(self.stop) if s]
+        return _stops(self.stop)
 
     @property
     def include_usage(self) -> bool:
@@ -113,28 +127,3 @@ class CompletionRequest(_GenerationRequest):
     return_token_ids: bool = False
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
-    # vLLM sampling fields the remote backend sends as neutral values; other values are refused.
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-
-
-class SearchHit(BaseModel):
-    title: str
-    url: str = ""
-    score: float | None = None
-
-
-class ToolStep(BaseModel):
-    """One tool call of a reply: sent when it starts (``running``) and again, same ``id``, when done."""
-
-    id: str
-    index: int
-    name: str
-    arguments: str
-    status: Literal["running", "done"]
-    ok: bool | None = None
-    output: str | None = None
-    hits: list[SearchHit] = Field(default_factory=list)
-    seconds: float | None = None
-    injected_tokens: int | None = None

@@ -7,11 +7,14 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as scripted_
 
 
 @pytest.fixture(scope="session")
-def tiny_path() -> Path:
-    """The trained tiny fixture model, built once per machine and cached."""
+def tiny_path(request: pytest.FixtureRequest) -> Path:
+    """The trained tiny fixture model, built once per machine and cached. The first build takes minutes:
+    its progress bar is shown, not captured."""
     from agent_runtime.models.tiny import tiny_model_path
 
-    return tiny_model_path()
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        return tiny_model_path(progress=True)
 
 
 @pytest.fixture(scope="session")

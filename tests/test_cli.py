@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-TAPO = [sys.executable, "-m", "agent_runtime.cli"]
+TAPO = [sys.executable, "-m", "tapo_cli"]
 
 
 def tapo(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
@@ -19,9 +19,20 @@ def tapo(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedPr
     )
 
 
-def test_the_four_packages_import():
-    proc = subprocess.run([sys.executable, "-c", "import agent_runtime, server, training, clients"], capture_output=True)
+def test_the_five_packages_import():
+    proc = subprocess.run([sys.executable, "-c", "import agent_runtime, server, training, clients, tapo_cli.app"],
+                          capture_output=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_installed_tapo_script_is_the_tapo_cli_app():
+    """The console script of the editable install runs ``tapo_cli`` (the composition root), not the core."""
+    from agent_runtime import __version__
+
+    script = Path(sys.executable).with_name("tapo")
+    assert "tapo_cli" in script.read_text()
+    proc = subprocess.run([str(script), "version"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip() == __version__, proc.stderr
 
 
 def test_version_and_help():
@@ -39,13 +50,32 @@ def test_run_json_streams_events_and_ends_with_the_trajectory(tiny_path: Path):
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "done" and "token" in kinds
-    assert "toolcall" in kinds and "toolresult" in kinds  # the fixture model calls the code tool
-    call = next(e for e in events if e["type"] == "toolcall")
-    assert call["name"] == "code"
-    traj = events[-1]["trajectory"]
-    assert len(traj["completion_ids"]) == len(traj["mask"]) == len(traj["logprobs"])
+    # Tool calls in the one ToolStep shape the server streams: running, then done with the same id.
+    steps = [e for e in events if e["type"] == "tool_step"]
+    assert [s["status"] for s in steps] == ["running", "done"]  # the fixture model calls the code tool once
+    assert steps[0]["id"] == steps[1]["id"] and steps[1]["name"] == "code" and steps[1]["ok"]
+    assert set(steps[1]) - {"type"} == {"id", "index", "name", "arguments", "status", "ok", "output", "hits",
+                                        "seconds", "injected_tokens"}
+    record = events[-1]
+    assert len(record["completion_ids"]) == len(record["mask"]) == len(record["logprobs"])
     text = "".join(e["text"] for e in events if e["type"] in ("token", "injected"))
-    assert text == traj["text"]
+    assert text == record["text"]
+    assert record["question"] == "What is 12 * 34?" and "final_answer" in record and "gold" in record
+    assert record["tool_steps"] == [{k: v for k, v in steps[1].items() if k != "type"}]
+
+
+def test_run_json_ends_with_a_record_that_sft_reads(tiny_path: Path, tiny_tokenizer, tmp_path: Path):
+    from agent_runtime.protocol import TAPO
+    from training.sft import load_trajectories, sft_dataset
+
+    proc = tapo("run", "What is 12 * 34?", "--model", str(tiny_path), "--json", "--max-tool-calls", "2")
+    assert proc.returncode == 0, proc.stderr
+    done = proc.stdout.splitlines()[-1]
+    path = tmp_path / "runs.jsonl"
+    path.write_text(done + "\n")
+    [record] = load_trajectories([path], correct_only=False)
+    [row] = sft_dataset([record], tiny_tokenizer, TAPO, max_length=4096)
+    assert row["input_ids"] == record["prompt_ids"] + record["completion_ids"]  # the ids the run sampled
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def smollm2_installed() -> None:
 
 
 def _run(question: str) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "agent_runtime.cli", "run", question, "--json"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tapo_cli", "run", question, "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines()]
@@ -52,15 +52,15 @@ async def test_the_default_search_index_is_the_demo_encyclopedia() -> None:
 
 def test_it_computes_with_the_code_tool(smollm2_installed) -> None:
     events = _run("What is 4821 * 37?")
-    calls = [e for e in events if e["type"] == "toolcall"]
+    calls = [e for e in events if e["type"] == "tool_step" and e["status"] == "running"]
     assert calls and calls[0]["name"] == "code"
-    assert events[-1]["trajectory"]["answer"] == "178377"
+    assert events[-1]["final_answer"] == "178377"
 
 
 def test_it_answers_a_greeting_in_plain_english_without_a_tool(smollm2_installed) -> None:
     events = _run("Hello! What can you do?")
-    assert not [e for e in events if e["type"] == "toolcall"]
-    answer = events[-1]["trajectory"]["answer"]
+    assert not [e for e in events if e["type"] == "tool_step"]
+    answer = events[-1]["final_answer"]
     assert answer and len(answer.split()) >= 4 and answer.isascii()
 
 

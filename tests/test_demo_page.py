@@ -112,8 +112,11 @@ def test_default_model_answers_through_the_code_step_shown_before_the_answer(bro
             expect(answer).to_be_visible(timeout=180_000)
             python = step_titles(page).filter(has_text="Python")
             expect(python).to_have_count(1)
-            # The code step comes before the answer, and opens to show the program and its output.
-            assert python.bounding_box()["y"] < answer.bounding_box()["y"]
+            # The code step comes before the answer (document order: no layout to wait for), and opens
+            # to show the program and its output.
+            before = python.evaluate("(step, answer) => Boolean(step.compareDocumentPosition(answer) & "
+                                     "Node.DOCUMENT_POSITION_FOLLOWING)", answer.element_handle())
+            assert before
             python.click()
             step = page.locator("#chat .thought-group").filter(has=page.locator(".title", has_text="Python"))
             expect(step.locator("code").filter(has_text="4821")).to_be_visible()

@@ -6,14 +6,18 @@ process, still lets the code tool's bubblewrap sandbox run and refuses what it s
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "docker" / "seccomp-bwrap.json"
@@ -82,3 +86,107 @@ def test_the_seccomp_profile_lets_the_sandbox_run_and_refuses_what_it_lists():
     eperm = 1
     for name in ("ptrace", "bpf", "keyctl"):
         assert results[name] == [-1, eperm], (name, results[name])
+
+
+# ---- the GPU install: one vLLM in the [vllm] extra and in the gpu image ------------------------
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _extra(project: dict, name: str) -> list[Requirement]:
+    return [Requirement(r) for r in project["optional-dependencies"][name]]
+
+
+def _pinned_vllm(project: dict) -> str:
+    pins = [r for r in _extra(project, "vllm") if canonicalize_name(r.name) == "vllm"]
+    assert len(pins) == 1, "the [vllm] extra pins vLLM exactly once, besides trl[vllm]"
+    (spec,) = pins[0].specifier
+    assert spec.operator == "==", pins[0]
+    return spec.version
+
+
+def test_the_gpu_image_and_the_vllm_extra_pin_the_same_vllm():
+    """The gpu target starts from vLLM's image; ``pip install ".[vllm,...]"`` in it must keep that vLLM."""
+    project = _project()
+    text = (ROOT / "Dockerfile").read_text()
+    image = re.search(r"^ARG VLLM_IMAGE=vllm/vllm-openai:v(\S+)$", text, re.M)
+    assert image and re.search(r"^FROM \$\{VLLM_IMAGE\} AS gpu$", text, re.M), "the gpu target's base image"
+    assert _pinned_vllm(project) == image.group(1)
+    # vLLM still comes through TRL's own extra, with the TRL that [train] pins.
+    (trl,) = [r for r in _extra(project, "vllm") if canonicalize_name(r.name) == "trl"]
+    (train_trl,) = [r for r in _extra(project, "train") if canonicalize_name(r.name) == "trl"]
+    assert trl.extras == {"vllm"} and trl.specifier == train_trl.specifier and str(trl.specifier).startswith("==")
+
+
+NETWORK_ERRORS = ("NewConnectionError", "Temporary failure in name resolution", "Max retries exceeded",
+                  "Could not fetch URL", "Network is unreachable", "ConnectTimeout")
+
+
+def _applicable(requirements: list[str], extras: set[str]) -> list[Requirement]:
+    """The requirements that apply here with ``extras`` asked for (markers evaluated), extras dropped."""
+    out = []
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+            continue
+        req.marker, req.extras = None, set()
+        out.append(req)
+    return out
+
+
+def _name(req: Requirement) -> str:
+    return canonicalize_name(req.name)
+
+
+def _pip_dry_run(*args: str) -> dict[str, dict]:
+    """``pip install --dry-run`` of ``args``: what pip chose, {name: metadata}."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
+         *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    if done.returncode != 0:
+        if not os.environ.get("CI") and any(e in done.stderr for e in NETWORK_ERRORS):
+            pytest.skip(f"the package index cannot be reached here: {done.stderr[-500:]}")
+        pytest.fail(f"pip cannot install {list(args)}:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout)
+    return {canonicalize_name(item["metadata"]["name"]): item["metadata"] for item in report["install"]}
+
+
+def test_the_gpu_install_keeps_the_pinned_vllm(tmp_path):
+    """``pip install ".[vllm,train]"`` installs the pinned vLLM: no bound of ours rules it out (a
+    transformers bound it did not accept made pip fall back to an older vLLM than the image's).
+
+    A full ``pip install --dry-run ".[vllm,train]"`` took 107-118 s here (CUDA torch, some 200 packages),
+    so this reads the pinned vLLM's and TRL's metadata (``--no-deps``) and resolves what decides the
+    match: every package that they and the project both constrain has a release meeting all the bounds,
+    and transformers resolves with its own dependencies under every bound the three set.
+    """
+    project = _project()
+    pinned = _pinned_vllm(project)
+    optional = project["optional-dependencies"]
+    ours = _applicable(project["dependencies"] + optional["train"] + optional["vllm"], set())
+    (trl,) = {str(r.specifier) for r in ours if _name(r) == "trl"}
+    metadata = _pip_dry_run("--no-deps", f"vllm=={pinned}", f"trl{trl}")
+    assert metadata["vllm"]["version"] == pinned
+    theirs = _applicable(metadata["vllm"]["requires_dist"], set()) + \
+        _applicable(metadata["trl"]["requires_dist"], {"vllm"})
+
+    # TRL's own [vllm] extra admits the pin.
+    assert all(r.specifier.contains(pinned) for r in theirs if _name(r) == "vllm"), theirs
+
+    # Each package constrained on both sides (transformers, tokenizers, torch, numba, fastapi, ...)
+    # has a release that meets every bound.
+    shared = ({_name(r) for r in ours} & {_name(r) for r in theirs}) - {"vllm", "trl"}
+    assert {"transformers", "torch", "tokenizers"} <= shared, shared
+    _pip_dry_run("--no-deps", *sorted({f"{_name(r)}{r.specifier}" for r in ours + theirs if _name(r) in shared}))
+
+    # transformers with its dependencies (huggingface_hub, tokenizers, ...) under all those bounds.
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("".join(sorted({f"{_name(r)}{r.specifier}\n" for r in ours + theirs
+                                           if r.specifier and _name(r) not in {"vllm", "trl", "torch"}})))
+    chosen = _pip_dry_run("-c", str(constraints), "transformers")
+    transformers = chosen["transformers"]["version"]
+    assert all(r.specifier.contains(transformers) for r in ours + theirs if _name(r) == "transformers")

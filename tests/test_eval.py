@@ -31,7 +31,7 @@ from training.evaluate import (
     summary_markdown,
 )
 
-TAPO_CMD = [sys.executable, "-m", "agent_runtime.cli"]
+TAPO_CMD = [sys.executable, "-m", "tapo_cli"]
 SCHEMA = ("id", "question", "gold", "data_source", "prompt_ids", "completion_ids", "mask", "logprobs", "text",
           "tool_steps", "final_answer", "correct", "reward", "finish_reason", "usage")
 

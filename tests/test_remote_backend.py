@@ -272,6 +272,19 @@ async def test_server_without_token_ids_is_refused(server, backend_for):
     assert "re-tokenize" in str(info.value)
 
 
+@pytest.mark.parametrize("finish", [None, "stop"], ids=["mid-stream", "final"])
+async def test_text_with_empty_token_ids_is_refused_not_dropped(server, backend_for, finish):
+    """A choice whose text has no ids (``token_ids: []``) would lose those tokens from the trajectory."""
+    events = [event([ID["hello"]], "hello", [-0.1]), event([], " world", [], finish=finish)]
+    if finish is None:
+        events.append(event([EOS], "", [-0.01], finish="stop"))
+    model = server.stream(f"text-without-ids-{finish}", events)
+    with pytest.raises(RemoteBackendError, match=r"token_ids") as info:
+        await collect(backend_for(model), SamplingParams())
+    message = str(info.value)
+    assert server.url in message and "' world'" in message, message
+
+
 async def test_http_400_surfaces_the_openai_error_message(server, backend_for):
     message = "This model's maximum context length is 16 tokens. However, you requested 20 tokens."
     model = server.error("too-long", 400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})

@@ -398,9 +398,12 @@ async def test_search_tool_turns_failures_into_in_band_errors(server, http):
         (SearchTool(FailingBackend()), "Error: search failed: the query is empty"),
     ]
     for tool, expected in cases:
-        out = await tool("  " if expected.endswith("empty") else "query")
+        registry = ToolRegistry([tool])
+        out = (await registry.call("search", "  " if expected.endswith("empty") else "query")).output
         assert not out.ok and out.text.startswith(expected), out.text
         assert out.hits == []
+        # a backend that fails is the operator's problem, not the model's: counted as such
+        assert registry.infrastructure_failures == (0 if expected.endswith("empty") else 1)
 
 
 async def test_search_tool_in_a_tool_registry(bm25_index):
@@ -505,7 +508,7 @@ def test_factory_errors_name_what_is_missing(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def cli() -> typer.Typer:
-    app = typer.Typer()  # mounted as agent_runtime.cli mounts them
+    app = typer.Typer()  # mounted as tapo_cli.app mounts them
     app.add_typer(index_app, name="index")
     app.command("search")(search_command)
     return app

@@ -11,10 +11,14 @@ import httpx
 import openai
 import pytest
 
+from agent_runtime.tools import FunctionTool
 from live_server import (  # noqa: F401  (pytest fixtures)
     ARITH_QUESTIONS,
     MODEL,
     assert_error,
+    fixture_tools,
+    make_state,
+    running_server,
     keyed_server_url,
     hanging_server,
     server_url,
@@ -81,6 +85,15 @@ CASES = [
     ("temperature-5", CHAT, chat(temperature=5), 400, "temperature", ...),
     ("temperature-negative", CHAT, chat(temperature=-0.5), 400, "temperature", ...),
     ("top-p-0", CHAT, chat(top_p=0), 400, "top_p", ...),
+    # Checked as vLLM's SamplingParams checks them, before any engine sees the request.
+    ("stop-empty-string", CHAT, chat(stop=""), 400, "stop", ...),
+    ("stop-empty-item", CHAT, chat(stop=["</x>", ""]), 400, "stop", ...),
+    ("top-k-below-minus-1", CHAT, chat(top_k=-2), 400, "top_k", ...),
+    ("top-k-20", CHAT, chat(top_k=20), 400, "top_k", ...),
+    ("min-p-above-1", CHAT, chat(min_p=1.5), 400, "min_p", ...),
+    ("min-p-0.1", CHAT, chat(min_p=0.1), 400, "min_p", ...),
+    ("repetition-penalty-0", CHAT, chat(repetition_penalty=0), 400, "repetition_penalty", ...),
+    ("repetition-penalty-1.2", CHAT, chat(repetition_penalty=1.2), 400, "repetition_penalty", ...),
     # /v1/completions
     ("cmpl-oov-id", CMPL, cmpl(prompt=[1, 2, 5000]), 400, "prompt", ...),
     ("cmpl-negative-id", CMPL, cmpl(prompt=[-1]), 400, "prompt", ...),
@@ -96,6 +109,8 @@ CASES = [
     ("cmpl-unknown-model", CMPL, cmpl(model="nope"), 404, "model", "model_not_found"),
     ("cmpl-missing-prompt", CMPL, {"model": MODEL}, 400, "prompt", ...),
     ("cmpl-temperature-5", CMPL, cmpl(temperature=5), 400, "temperature", ...),
+    ("cmpl-stop-empty-string", CMPL, cmpl(stop=""), 400, "stop", ...),
+    ("cmpl-stop-empty-item", CMPL, cmpl(stop=["</x>", ""]), 400, "stop", ...),
 ]
 
 
@@ -110,6 +125,35 @@ def test_refused_streaming_requests_get_json_errors_not_a_stream(http, path, bod
     if not isinstance(body, dict):
         pytest.skip("not an object")
     assert_error(http.post(path, json={**body, "stream": True}), status, param=param, code=code)
+
+
+# Out of vLLM's range (SamplingParams._verify_args): the error says the value is invalid, not merely
+# unsupported, on both endpoints (in range, a value other than the neutral one is "not supported").
+# temperature and top_p ranges are in CASES.
+OUT_OF_RANGE = [
+    ("top_k", -2, "-1"), ("min_p", -0.5, "0"), ("min_p", 1.5, "1"), ("repetition_penalty", 0.0, "0"),
+    ("repetition_penalty", -1.0, "0"), ("presence_penalty", 2.5, "2"), ("presence_penalty", -3.0, "-2"),
+    ("frequency_penalty", 2.5, "2"), ("frequency_penalty", -2.5, "-2"),
+]
+
+
+@pytest.mark.parametrize("name,value,bound", OUT_OF_RANGE, ids=[f"{n}={v}" for n, v, _ in OUT_OF_RANGE])
+@pytest.mark.parametrize("path", [CHAT, CMPL], ids=["chat", "completions"])
+def test_sampling_values_out_of_vllms_range_name_the_param_and_the_bound(http, path, name, value, bound):
+    body = chat(**{name: value}) if path == CHAT else cmpl(**{name: value})
+    err = assert_error(http.post(path, json=body), 400, param=name)
+    assert "not supported" not in err["message"] and bound in err["message"], err
+
+
+@pytest.mark.parametrize("raw", ['"repetition_penalty": NaN', '"presence_penalty": Infinity', '"min_p": NaN'],
+                         ids=["repetition_penalty", "presence_penalty", "min_p"])
+def test_non_finite_sampling_values_are_400_naming_the_param(http, raw):
+    """Python's JSON parser accepts NaN and Infinity: they must fail the range, not reach an engine."""
+    name = raw.split('"')[1]
+    content = ('{"model": "%s", "messages": [{"role": "user", "content": "hi"}], %s}' % (MODEL, raw)).encode()
+    err = assert_error(http.post(CHAT, content=content, headers={"content-type": "application/json"}), 400,
+                       param=name)
+    assert "not supported" not in err["message"], err
 
 
 def test_the_tools_error_says_what_is_supported(http):
@@ -225,6 +269,36 @@ def test_bad_or_missing_key_is_401(keyed_server_url, headers, method, path, body
     err = assert_error(r, 401)
     assert err["code"] == "invalid_api_key"
     assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
+
+
+NON_ASCII_KEY = "clé-ünïcode"
+
+
+@pytest.mark.parametrize("header", [f"Bearer {NON_ASCII_KEY}".encode(), f"Bearer {NON_ASCII_KEY}".encode("latin-1"),
+                                    "Bearer sécret".encode(), b"Bearer \xff\xfe"],
+                         ids=["utf-8", "latin-1", "near-miss", "not-utf-8"])
+@pytest.mark.parametrize("method,path,body", [("POST", CHAT, chat(max_tokens=4)), ("POST", CMPL, cmpl()),
+                                              ("GET", "/v1/models", None)])
+def test_a_non_ascii_key_is_401_not_500(keyed_server_url, header, method, path, body):
+    """Sent as raw bytes: httpx refuses a non-ASCII str header, a client on the wire need not."""
+    r = httpx.request(method, f"{keyed_server_url}{path}", json=body, headers={"Authorization": header}, timeout=30)
+    err = assert_error(r, 401)
+    assert err["code"] == "invalid_api_key"
+    assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
+
+
+def test_a_non_ascii_api_key_matches_its_utf8_bytes(tiny_model, tiny_tokenizer):
+    """A server whose own key is not ASCII: the key sent as UTF-8 works, anything else is a 401."""
+    tools = fixture_tools(FunctionTool("code", lambda code: "42\n"))
+    state = make_state(tiny_model, tiny_tokenizer, tools=tools, api_key=NON_ASCII_KEY)
+    with running_server(state) as url:
+        ok = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {NON_ASCII_KEY}".encode()}, timeout=30)
+        assert ok.status_code == 200, ok.text
+        assert [m["id"] for m in ok.json()["data"]] == [MODEL]
+        for wrong in (f"Bearer {NON_ASCII_KEY}".encode("latin-1"), b"Bearer secret", b"Bearer cl\xc3",
+                      f"Bearer {NON_ASCII_KEY}x".encode()):
+            r = httpx.get(f"{url}/v1/models", headers={"Authorization": wrong}, timeout=30)
+            assert assert_error(r, 401)["code"] == "invalid_api_key", wrong
 
 
 def test_the_right_key_works(keyed_server_url):

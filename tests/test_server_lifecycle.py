@@ -73,7 +73,7 @@ def worker_namespaces(server_pid: int) -> set[str]:
 def test_sigterm_ends_the_server_and_its_sandbox_workers(tiny_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent_runtime.cli", "serve", "--model", str(tiny_path), "--port", str(port)],
+        [sys.executable, "-m", "tapo_cli", "serve", "--model", str(tiny_path), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     base = f"http://127.0.0.1:{port}"

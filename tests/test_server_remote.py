@@ -18,6 +18,7 @@ from live_server import (  # noqa: F401  (pytest fixtures)
     MODEL,
     assert_error,
     check_chat_stream,
+    fixture_tools,
     http_client,
     make_state,
     read_sse,
@@ -30,9 +31,11 @@ from live_server import (  # noqa: F401  (pytest fixtures)
 
 from agent_runtime.backends import make_backend
 from agent_runtime.backends.remote import RemoteBackend
+from agent_runtime.backends.transformers_engine import TransformersBackend
 from agent_runtime.models.fixture_tasks import fixture_tasks
 from agent_runtime.prompts import build_prompt_ids
 from agent_runtime.protocol import TAPO
+from agent_runtime.tools import FunctionTool
 
 QUESTIONS = (ARITH_QUESTIONS[0], ARITH_QUESTIONS[1],
              next(t.question for t in fixture_tasks(7, 40) if t.family == "fact"), "Hello, how are you?")
@@ -137,20 +140,31 @@ def test_context_length_comes_from_the_engine_server(b):
     assert_error(r, 400, code="context_length_exceeded")
 
 
-def test_a_client_leaving_b_frees_a(server_url, b, tiny_tokenizer):
-    """Closing a stream on B closes B's request to A: A's in-flight count goes back to 0."""
-    assert wait_idle(server_url)["in_flight"] == 0
-    # Greedy, the fixture model continues "12345" with "1111..." until max_tokens: minutes of work.
-    prompt = tiny_tokenizer.encode("12345", add_special_tokens=True)
-    body = {"model": MODEL, "prompt": prompt, "max_tokens": 3000, "temperature": 0, "return_token_ids": True,
-            "stream": True}
-    with b.stream("POST", "/v1/completions", json=body) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()  # kept referenced: dropping it would close the connection at once
-        data = sse_data_lines(lines)
-        assert json.loads(next(data))["choices"][0]["token_ids"]
-        assert json.loads(next(data))["choices"][0]["token_ids"]
-        assert httpx.get(f"{server_url}/health").json()["in_flight"] == 1, "A should be generating for B"
-    started = time.monotonic()
-    assert wait_idle(server_url, timeout=5)["in_flight"] == 0, "A still generates for a client that left B"
-    assert time.monotonic() - started < 5
+def test_a_client_leaving_b_frees_a(tiny_path, tiny_model, tiny_tokenizer):
+    """Closing a stream on B closes B's request to A: A's in-flight count goes back to 0, and A's engine
+    stops generating (counted by A's own engine, on an A and a B of this test's own)."""
+    hang_s = 30.0  # only catches a hang: without the fix A generates all 3000 tokens
+    max_tokens = 3000
+    tools = fixture_tools(FunctionTool("code", lambda code: ""))
+    engine = TransformersBackend(tiny_model, tiny_tokenizer, max_slots=1)
+    engine.eos_ids = frozenset()  # A never ends the completion on its own: only max_tokens, or B leaving
+    with running_server(make_state(tiny_model, tiny_tokenizer, backend=engine, tools=tools)) as a_url:
+        remote = make_backend(str(tiny_path), "remote", a_url)
+        with running_server(make_state(tiny_model, tiny_tokenizer, backend=remote, tools=tools)) as b_url:
+            prompt = tiny_tokenizer.encode("12345", add_special_tokens=True)
+            body = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                    "return_token_ids": True, "stream": True}
+            with http_client(b_url) as b, b.stream("POST", "/v1/completions", json=body) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()  # kept referenced: dropping it would close the connection at once
+                data = sse_data_lines(lines)
+                assert json.loads(next(data))["choices"][0]["token_ids"]
+                assert json.loads(next(data))["choices"][0]["token_ids"]
+                assert httpx.get(f"{a_url}/health").json()["in_flight"] == 1, "A should be generating for B"
+            assert wait_idle(a_url, timeout=hang_s)["in_flight"] == 0, "A still generates for a client that left B"
+            deadline = time.monotonic() + hang_s
+            while any(slot.busy for slot in engine._slots) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not any(slot.busy for slot in engine._slots), "A's engine still generates for a client that left B"
+            # Counted, not timed: A's engine stopped far short of the max_tokens it would have generated.
+            assert engine.stats["decode_rows"] < max_tokens // 2, engine.stats

@@ -54,7 +54,7 @@ def test_the_same_seed_builds_the_same_files(tmp_path):
 
 def test_tapo_tiny_model_command_writes_a_loadable_model(tmp_path):
     out = tmp_path / "tiny"
-    proc = subprocess.run([sys.executable, "-m", "agent_runtime.cli", "tiny-model", "--out", str(out), "--no-train"],
+    proc = subprocess.run([sys.executable, "-m", "tapo_cli", "tiny-model", "--out", str(out), "--no-train"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "qwen2"

@@ -135,3 +135,33 @@ async def test_a_failing_request_does_not_stop_the_engine():
         assert len(ids) == 3
     finally:
         await backend.aclose()
+
+
+async def test_the_turn_ends_on_the_ids_trl_counts_as_eos():
+    """TRL's GRPOTrainer ends a completion at the tokenizer's EOS or any ``generation_config.eos_token_id``
+    and reads every other ending as truncated; the engine must stop on exactly those ids."""
+    model, tokenizer = random_model("qwen2"), word_tokenizer()
+    prompt, greedy = [5, 6, 7], SamplingParams(max_tokens=4, temperature=0.0)
+    first = (await generate(TransformersBackend(model, tokenizer, max_slots=1), prompt, greedy))[0][0]
+    assert first != tokenizer.eos_token_id
+
+    model.config.eos_token_id = first  # config.json only: generation (and TRL) ignore it
+    ids, _, finish = await generate(TransformersBackend(model, tokenizer, max_slots=1), prompt, greedy)
+    assert (len(ids), finish) == (4, "length")
+
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, first]  # an end-of-turn id, as chat models have
+    backend = TransformersBackend(model, tokenizer, max_slots=1)
+    assert backend.eos_ids == {tokenizer.eos_token_id, first}
+    ids, _, finish = await generate(backend, prompt, greedy)
+    assert (ids, finish) == ([first], "eos")
+
+
+async def test_generation_raises_no_deprecation_warnings():
+    """A server log must not repeat a library's FutureWarning on every request."""
+    import warnings
+
+    backend = TransformersBackend(random_model("qwen2"), word_tokenizer(), max_slots=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await generate(backend, [5, 6, 7], SamplingParams(max_tokens=3, temperature=0.0))
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []

@@ -273,11 +273,11 @@ async def test_max_batch_caps_one_flush():
 
 
 async def test_a_request_arriving_alone_is_not_held_back():
+    """With nothing else arriving, the window flushes it: it waits neither for a full batch (256, never)
+    nor for ``max_delay_s`` (a minute here, so that only the window can send it in time)."""
     llm = FakeLLM()
-    backend = colocate_backend(llm, window_s=0.005, max_delay_s=0.05)
-    started = time.monotonic()
-    await generate(backend, [ID["the"]])
-    assert time.monotonic() - started < 0.5
+    backend = colocate_backend(llm, window_s=0.005, max_delay_s=60.0)
+    await asyncio.wait_for(generate(backend, [ID["the"]]), 20.0)  # only catches the minute's hold
     assert llm.batch_sizes == [1]
     await backend.aclose()
 

@@ -56,6 +56,9 @@ class ToolsSection(_Section):
     search_index: str | None = None
     search_url: str | None = None
     search_top_k: int = Field(3, ge=1)  # results per search call (TAPO: 1)
+    # Tool failures that are not the model's (a raised exception: a dead sandbox pool, a search server
+    # down) in a row before the run stops, instead of silently training on their error messages.
+    max_infrastructure_failures: int = Field(8, ge=1)
 
 
 class AgentSection(_Section):
@@ -122,7 +125,25 @@ class TapoConfig(_Section):
         for key in ("output_dir", "resume_from_checkpoint"):
             if key in self.grpo:
                 raise ValueError(f"grpo.{key}: give it on the command line (--output-dir, --resume)")
+        loss_type = self.grpo.get("loss_type") or _default_loss_type()
+        if self.dynamic_sampling.enabled and loss_type not in EXACT_UNDER_FILTERING:
+            raise ValueError(
+                f"grpo.loss_type={loss_type} with dynamic_sampling.enabled: the rows it filters out would still "
+                f"count in that loss's denominator; use one of {', '.join(sorted(EXACT_UNDER_FILTERING))}, "
+                "or set dynamic_sampling.enabled=false")
         return self
+
+
+# Losses normalised by the tokens that count (TRL's num_items_in_batch, or bnpo's mask sum): masking
+# filtered rows out of them gives exactly the loss over the surviving rows. grpo, sapo, luspo (mean
+# over sequences) and dr_grpo (batch x max length) would still count the filtered rows.
+EXACT_UNDER_FILTERING = frozenset({"dapo", "bnpo", "cispo", "vespo"})
+
+
+def _default_loss_type() -> str:
+    from trl import GRPOConfig
+
+    return next(f.default for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type")
 
 
 class _Loader(yaml.SafeLoader):

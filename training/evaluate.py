@@ -6,7 +6,7 @@ Three layers, the first two pure (no model, no I/O) and unit-tested on hand-made
   :func:`training.rewards.tapo_reward`, the trainer's own reward;
 * aggregation: trajectory records → summary dict (:func:`summarize`) → Markdown (:func:`summary_markdown`);
 * the runner (:func:`evaluate_rows`): the agent loop over all rows, a bounded number of trajectories
-  in flight, a progress bar. The command itself (files, options, errors) is in ``agent_runtime.cli``.
+  in flight, a progress bar. The command itself (files, options, errors) is in ``tapo_cli.eval``.
 
 Definitions used by the summary:
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from agent_runtime.backends.base import Backend, SamplingParams
 from agent_runtime.budget import Budget
 from agent_runtime.loop import rollout
-from agent_runtime.prompts import render_prompt_ids
+from agent_runtime.prompts import raw_prompt_ids, render_prompt_ids
 from agent_runtime.protocol import Protocol
 from agent_runtime.tools import ToolRegistry
 from agent_runtime.trajectory import Trajectory
@@ -59,6 +59,11 @@ class BackgroundLoop:
             self._thread.join(timeout=10)
         if not self.loop.is_running():
             self.loop.close()
+
+
+def prompt_ids_of(tokenizer: Any, prompt: str | list[dict]) -> list[int]:
+    """Ids of one of TRL's prompts: chat messages through the template, a string as finished text."""
+    return raw_prompt_ids(tokenizer, prompt) if isinstance(prompt, str) else render_prompt_ids(tokenizer, prompt)
 
 
 def rollout_fields(trajectories: list[Trajectory], pad_id: int) -> dict[str, list]:
@@ -140,8 +145,7 @@ class AgentRollout:
         training = model.training  # before the backend exists: making it switches the model to eval
         backend = self._ensure_started(trainer)
         tokenizer = backend.tokenizer
-        prompt_ids = [render_prompt_ids(tokenizer, p) if not isinstance(p, str) else
-                      list(tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+        prompt_ids = [prompt_ids_of(tokenizer, p) for p in prompts]
         sampling = SamplingParams(
             max_tokens=self.budget.max_tokens_per_turn,
             temperature=self.temperature if training else self.eval_temperature,

@@ -3,8 +3,9 @@
 Input is trajectory JSONL (the one schema `tapo eval`, `tapo run --json` and training dumps write),
 or ``--teacher URL``: any OpenAI-compatible completions endpoint that runs our protocol, driven
 through the agent loop over ``--tasks`` rows, keeping only trajectories judged correct (rejection
-sampling). Each trajectory is re-tokenized for the student piece by piece, as the loop tokenizes:
-the model's text is learned, injected tool output gets label -100, exactly the tokens RL masks.
+sampling). A trajectory is learned on the ids the loop recorded when they belong to the student's
+tokenizer, otherwise re-tokenized piece by piece as the loop tokenizes: the model's tokens are
+learned, injected tool output gets label -100, exactly the tokens RL masks.
 """
 
 from __future__ import annotations
@@ -66,21 +67,32 @@ def load_trajectories(paths: Iterable[str | Path], *, correct_only: bool = True)
 
 
 def sft_dataset(records: list[dict[str, Any]], tokenizer: Any, protocol: Protocol, *, max_length: int) -> Any:
-    """``datasets.Dataset`` of ``input_ids`` and ``labels`` for SFTTrainer. Prompts are built as the
-    trainer and the server build them (the protocol's system prompt, then the question); records whose
-    text cannot be split, or that exceed ``max_length``, are left out with a count in the log."""
+    """``datasets.Dataset`` of ``input_ids`` and ``labels`` for SFTTrainer.
+
+    A record that carries the loop's ids (``prompt_ids``, ``completion_ids``, ``mask``, made with this
+    tokenizer) is learned on exactly those ids: labels are the model tokens (mask 1), so what was
+    sampled is what is learned, and a block the model wrote itself is never mistaken for tool output.
+    Other records (text only, or ids of another tokenizer) are re-tokenized piece by piece, with the
+    prompt built as the trainer and the server build it. Records with in-band error messages, or
+    longer than ``max_length``, are left out with a count in the log."""
     import datasets
 
     from agent_runtime.prompts import build_prompt_ids, encode_pieces
 
     eos = tokenizer.eos_token_id
-    rows, unusable, too_long = [], 0, 0
+    rows, unusable, too_long, retokenized = [], 0, 0, 0
     for record in records:
         pieces = completion_pieces(record["text"], protocol)
         if not pieces:
             unusable += 1
             continue
-        ids, labels = encode_pieces(tokenizer, build_prompt_ids(tokenizer, protocol, record["question"]), pieces, eos)
+        loop_ids = _loop_ids(record, tokenizer)
+        if loop_ids is not None:
+            ids, labels = loop_ids
+        else:
+            retokenized += "completion_ids" in record
+            ids, labels = encode_pieces(tokenizer, build_prompt_ids(tokenizer, protocol, record["question"]), pieces,
+                                        eos)
         if len(ids) > max_length:
             too_long += 1
             continue
@@ -88,9 +100,30 @@ def sft_dataset(records: list[dict[str, Any]], tokenizer: Any, protocol: Protoco
     if unusable or too_long:
         log.warning("left out %d trajectories with in-band error messages and %d longer than %d tokens",
                     unusable, too_long, max_length)
+    if retokenized:
+        log.warning("%d trajectories carry ids that do not decode to their text with this tokenizer (made by "
+                    "another model's tokenizer?): re-tokenized from their text", retokenized)
     if not rows:
         raise DataError("no usable trajectories (none correct, or none short enough)")
     return datasets.Dataset.from_list(rows)
+
+
+def _loop_ids(record: dict[str, Any], tokenizer: Any) -> tuple[list[int], list[int]] | None:
+    """``(input_ids, labels)`` from the ids the loop recorded, or ``None`` when the record has none that
+    belong to ``tokenizer`` (they must decode to the record's text)."""
+    from agent_runtime.detok import decode
+
+    prompt, completion, mask = (record.get(k) for k in ("prompt_ids", "completion_ids", "mask"))
+    if not (isinstance(prompt, list) and isinstance(completion, list) and isinstance(mask, list)) \
+            or not completion or len(mask) != len(completion):
+        return None
+    vocab = len(tokenizer)
+    if any(not isinstance(i, int) or not 0 <= i < vocab for i in prompt + completion):
+        return None
+    if decode(tokenizer, completion) != record["text"]:
+        return None
+    labels = [-100] * len(prompt) + [i if m else -100 for i, m in zip(completion, mask)]
+    return prompt + completion, labels
 
 
 async def _collect(rows: list[Any], backend: Any, tools: Any, protocol: Protocol, *, samples: int,

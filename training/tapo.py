@@ -16,6 +16,7 @@ from typing import Any
 
 from training import configure_logging
 from training.config import TapoConfig, load_config
+from agent_runtime.tools import ToolInfrastructureError
 
 log = logging.getLogger("training.tapo")
 
@@ -29,7 +30,7 @@ ADAPTER_DIR = "adapter"  # the LoRA adapter, when LoRA is on
 def make_tools(cfg: TapoConfig) -> Any:
     from agent_runtime.tools import FunctionTool, ToolRegistry
 
-    tools = ToolRegistry()
+    tools = ToolRegistry(max_infrastructure_failures=cfg.tools.max_infrastructure_failures)
     if cfg.tools.code:
         from agent_runtime.sandbox import CodeTool
 
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # config (file: key), data (file:line), tool configuration, model names
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ToolInfrastructureError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

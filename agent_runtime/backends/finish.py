@@ -43,7 +43,13 @@ def map_finish_reason(
 
 
 def eos_ids_of(tokenizer: Any, *more: int | Iterable[int] | None) -> frozenset[int]:
-    """The tokenizer's EOS id plus any others given (e.g. a ``generation_config.eos_token_id``)."""
+    """The ids that end a turn: the tokenizer's EOS plus ``generation_config.eos_token_id`` (``more``).
+
+    The one definition every engine uses. It is TRL's (GRPOTrainer: the model's generation config
+    eos ids plus the tokenizer's) and vLLM's (EOS plus the generation config's stop ids), so a turn
+    an engine ends is one TRL does not read as truncated. ``config.eos_token_id`` is not consulted:
+    generation ignores it when a generation config is present.
+    """
     ids: set[int] = set()
     for value in (getattr(tokenizer, "eos_token_id", None), *more):
         if isinstance(value, int):

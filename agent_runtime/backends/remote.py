@@ -1,8 +1,8 @@
 """A backend on an OpenAI-compatible ``/v1/completions`` server that returns token ids (vLLM).
 
 Token ids go in and come back out: the prompt is sent as ids and the ids the server sampled are
-read from each streamed chunk, never re-tokenized from text. A server that does not send them
-is refused (:class:`RemoteBackendError`).
+read from each streamed chunk, never re-tokenized from text. A server that does not send them,
+or sends a chunk's text with an empty ``token_ids`` list, is refused (:class:`RemoteBackendError`).
 
 Checked against vLLM's OpenAI server source, vllm-project/vllm main as stored in 2026
 (``vllm/entrypoints/openai/completion/protocol.py`` and ``serving.py``; the token-id fields came
@@ -62,6 +62,12 @@ NO_TOKEN_IDS = (
     "the server at {url} streamed a completion without token ids. This backend needs the server "
     "to return the sampled token ids (vLLM >= 0.10.2 with `return_token_ids`); it never "
     "re-tokenizes text."
+)
+TEXT_WITHOUT_TOKEN_IDS = (
+    "the server at {url} streamed completion text {text!r:.80} with an empty `token_ids` list "
+    "(choices[0].token_ids). The engine must return the id of every token it sampled (vLLM >= 0.10.2 "
+    "with `return_token_ids`); this backend never re-tokenizes text, and dropping the text would lose "
+    "those tokens from the trajectory."
 )
 
 
@@ -311,6 +317,8 @@ class _CompletionStream:
         if choice.get("token_ids") is None:
             raise RemoteBackendError(NO_TOKEN_IDS.format(url=self.url))
         ids = [int(t) for t in choice["token_ids"]]
+        if not ids and choice.get("text"):
+            raise RemoteBackendError(TEXT_WITHOUT_TOKEN_IDS.format(url=self.url, text=choice["text"]))
         logprobs = self._logprobs(choice.get("logprobs"), len(ids)) if self.params.logprobs else None
         engine_finish = choice.get("finish_reason")
         if engine_finish == "error":

@@ -10,6 +10,7 @@ whose prompt extends it (the same trajectory after a tool call) feeds only the n
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import queue
@@ -22,6 +23,7 @@ from typing import Any, AsyncIterator, Sequence
 import torch
 
 from agent_runtime.backends.base import BackendInfo, FinishReason, GenerationChunk, PromptTooLongError, SamplingParams
+from agent_runtime.backends.finish import eos_ids_of
 from agent_runtime.backends.slot_cache import SlotCache
 from agent_runtime.detok import IncrementalDetokenizer
 
@@ -53,17 +55,6 @@ class _Request:
 
     def deliver(self, item: GenerationChunk | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (gen_eos, getattr(model.config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 GREEDY_BELOW = 1e-5  # temperatures under this sample greedily, as vLLM does (logits / T would overflow)
@@ -112,7 +103,9 @@ class TransformersBackend:
         self.context_length = min(context_length or model_ctx, model_ctx)
         self.reuse_kv = reuse_kv
         self.batch_window_s = batch_window_s
-        self.eos_ids = _eos_ids(model, tokenizer)
+        # transformers renamed forward's `past_key_values` to `cache` (the old name warns on every call).
+        self._cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.eos_ids = eos_ids_of(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.info = BackendInfo(
             name="transformers",
             model=name or getattr(model.config, "_name_or_path", "") or "model",
@@ -270,7 +263,7 @@ class TransformersBackend:
             attention_mask=mask,  # 4D: every architecture's mask builder passes it through as is
             position_ids=torch.tensor(positions, device=self.device).view(-1, 1)
             + torch.arange(input_ids.shape[1], device=self.device).view(1, -1),
-            past_key_values=self._cache,
+            **{self._cache_argument: self._cache},
             use_cache=True,
             logits_to_keep=1,
         )

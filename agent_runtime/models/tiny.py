@@ -241,8 +241,9 @@ def _source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def tiny_model_path(seed: int = 0) -> Path:
+def tiny_model_path(seed: int = 0, progress: bool = False) -> Path:
     """A built-and-trained tiny model directory, cached under ``$TAPO_CACHE_DIR`` (``~/.cache/tapo``),
-    built once across processes (:func:`agent_runtime.models.cache.build_once`)."""
+    built once across processes (:func:`agent_runtime.models.cache.build_once`); ``progress`` shows a
+    bar while it builds (a few minutes on two cores, more under load)."""
     target = cache_dir() / f"{VERSION}-{_source_digest()}-seed{seed}"
-    return build_once(target, FIXTURE_FILE, lambda out: build_tiny_model(out, seed=seed, train=True))
+    return build_once(target, FIXTURE_FILE, lambda out: build_tiny_model(out, seed=seed, train=True, progress=progress))

@@ -9,6 +9,9 @@ Two ways to drop privileges, chosen by who we are:
   unprivileged uid cannot be used here: it could not bind a Python that lives under ``/root`` (0700).
 * As another user: bwrap creates a user namespace as that user; all workers share its uid, so the
   process limit is pool-wide (see ``nproc_limit_for_shared_uid``).
+
+Either way, where a cgroup v2 is writable the pool starts each worker's command in a cgroup of its
+own with ``pids.max`` and ``memory.max`` (``cgroups``), which bound it per worker without root.
 """
 
 from __future__ import annotations
@@ -171,6 +174,10 @@ def bwrap_args(tools: Tools, limits: SandboxLimits, host_uid: int | None, seccom
     args += ["--perms", "0755", "--dir", os.path.dirname(WORKER_DIR), "--perms", "0755", "--dir", WORKER_DIR]
     for name in WORKER_FILES:
         args += ["--ro-bind", os.path.join(source, name), f"{WORKER_DIR}/{name}"]
+    # The root and /dev are tmpfs that bwrap made: in a user namespace they belong to the sandbox uid,
+    # which could fill them (memory outside /tmp's size). Read-only once everything above is in place
+    # (not recursive: /tmp and /dev/shm stay writable; device nodes stay usable).
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += _env_args(python)
     args += ["--chdir", "/tmp"]
     if seccomp_fd is not None:
@@ -178,18 +185,21 @@ def bwrap_args(tools: Tools, limits: SandboxLimits, host_uid: int | None, seccom
     return args
 
 
+def rlimit_values(limits: SandboxLimits, nproc: int) -> dict[str, int]:
+    """prlimit's resource name → the hard and soft limit put on every sandboxed process."""
+    return {
+        "nproc": nproc,
+        "as": limits.memory_mb << 20,
+        "fsize": limits.max_file_mb << 20,
+        "nofile": limits.max_open_files,
+        "cpu": limits.worker_cpu_s,
+        "core": 0,
+    }
+
+
 def prlimit_args(tools: Tools, limits: SandboxLimits, nproc: int) -> list[str]:
     """Hard ceilings set outside the sandbox, before bwrap: the code cannot raise them."""
-    return [
-        tools.prlimit,
-        f"--nproc={nproc}",
-        f"--as={limits.memory_mb << 20}",
-        f"--fsize={limits.max_file_mb << 20}",
-        f"--nofile={limits.max_open_files}",
-        f"--cpu={limits.worker_cpu_s}",
-        "--core=0",
-        "--",
-    ]
+    return [tools.prlimit, *(f"--{name}={value}" for name, value in rlimit_values(limits, nproc).items()), "--"]
 
 
 def setpriv_args(host_uid: int) -> list[str]:

@@ -11,6 +11,10 @@ class SandboxUnavailableError(SandboxError):
     """bubblewrap cannot run here, and the operator did not opt into running code unsandboxed."""
 
 
+class SeccompUnavailableError(SandboxUnavailableError):
+    """libseccomp is missing, and the operator did not accept running the sandbox without its filter."""
+
+
 def unavailable_message(reason: str) -> str:
     return (
         f"cannot sandbox model-written code here: {reason} "

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from agent_runtime.sandbox import bwrap, output, seccomp
+from agent_runtime.sandbox import bwrap, cgroups, output, seccomp
 from agent_runtime.sandbox.errors import SandboxError, SandboxUnavailableError, unavailable_message
 from agent_runtime.sandbox.limits import SandboxLimits
+from agent_runtime.sandbox.protections import RSS_POLL_S, LimitsInForce
 from agent_runtime.sandbox.result import ExecResult
 from agent_runtime.sandbox.sessions import SessionSlot, SessionTable
 from agent_runtime.sandbox.uids import ALLOCATOR
@@ -29,6 +31,11 @@ class SandboxPool:
 
     Every call gets a fresh forked process in an idle worker; a call that times out, is cancelled or
     kills its worker costs that worker, which is replaced in the background.
+
+    ``start`` refuses (``SeccompUnavailableError``) where libseccomp is missing, unless
+    ``TAPO_SANDBOX_ALLOW_NO_SECCOMP=1`` accepts running without the filter. Where a cgroup v2 is
+    writable (see ``cgroups``) every worker gets a cgroup of its own with ``pids.max`` and
+    ``memory.max``. ``limits_in_force`` says, once started, which limits apply here.
     """
 
     def __init__(
@@ -58,6 +65,9 @@ class SandboxPool:
         self._closing = asyncio.Event()  # wakes replacement back-offs when the pool closes
         self._tools: bwrap.Tools | None = None
         self._nproc = self.limits.max_processes
+        self._seccomp_program: bytes | None = None
+        self._cgroups: cgroups.CgroupSetup | None = None
+        self.limits_in_force: LimitsInForce | None = None  # set by start()
 
     # ------------------------------------------------------------ life cycle
 
@@ -74,14 +84,14 @@ class SandboxPool:
             tools = bwrap.find_tools()
             assert isinstance(tools, bwrap.Tools)
             self._tools = tools
+            self._seccomp_program = seccomp.required_program()  # refuses without the filter, unless accepted
+            setup = await asyncio.to_thread(cgroups.detect, self.limits)
+            self._cgroups = setup if isinstance(setup, cgroups.CgroupSetup) else None
             if not bwrap.running_as_root():
                 budget = (self.size + self._sessions.max_sessions) * self.limits.max_processes
                 self._nproc = await asyncio.to_thread(bwrap.nproc_limit_for_shared_uid, budget)
-                log.warning(
-                    "sandbox not run as root: all workers share this uid, so the process limit (%d) is "
-                    "pool-wide and includes this server's own processes; run as root for per-worker uids",
-                    self._nproc,
-                )
+            self.limits_in_force = self._limits_report(None if isinstance(setup, cgroups.CgroupSetup) else setup)
+            self.limits_in_force.log()
             spawned = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
             failures = [item for item in spawned if isinstance(item, BaseException)]
             for item in spawned:
@@ -123,6 +133,44 @@ class SandboxPool:
         """Host uids of the live workers (empty in non-root mode, where they share ours)."""
         return {worker.host_uid for worker in self._workers if worker.host_uid is not None}
 
+    @property
+    def cgroups(self) -> set[Path]:
+        """The cgroups of the live workers (empty where no per-worker cgroups are possible)."""
+        return {worker.cgroup for worker in self._workers if worker.cgroup is not None}
+
+    def _limits_report(self, cgroup_reason: str | None) -> LimitsInForce:
+        root = bwrap.running_as_root()
+        missing = []
+        if not root:
+            missing.append(
+                f"uid per worker: not running as root, so all workers share uid {os.getuid()} and the process "
+                f"limit ({self._nproc}) is pool-wide, this server's own processes included"
+            )
+        if self._seccomp_program is None:
+            missing.append(
+                f"seccomp filter: {seccomp.unavailable_reason()} "
+                f"(running without it, as {seccomp.ALLOW_WITHOUT_ENV}=1 accepts)"
+            )
+        if self._cgroups is None:
+            missing.append(
+                f"cgroup per worker: {cgroup_reason}; a call's memory is bounded only by the RSS poll "
+                f"(every {RSS_POLL_S:g} s, which a fast allocation can overshoot)"
+                + ("" if root else " and its processes by the pool-wide process limit")
+            )
+        setup = self._cgroups
+        return LimitsInForce(
+            uid_per_worker=root,
+            seccomp_filter=self._seccomp_program is not None,
+            cgroup_parent=str(setup.parent) if setup is not None else None,
+            cgroup_pids_max=setup.limits.pids_max if setup is not None else None,
+            cgroup_memory_max_bytes=setup.limits.memory_max_bytes if setup is not None else None,
+            rlimits=bwrap.rlimit_values(self.limits, self._nproc),
+            nproc_scope="worker" if root else "pool",
+            rss_poll_s=RSS_POLL_S,
+            call_memory_mb=self.limits.call_memory_mb,
+            missing=tuple(missing),
+        )
+
     # ------------------------------------------------------------ calls
 
     def _request(self, op: str, code: str, timeout_s: float) -> dict[str, Any]:
@@ -138,8 +186,19 @@ class SandboxPool:
                 "max_processes": limits.max_processes,
                 "max_file_mb": limits.max_file_mb,
                 "max_open_files": limits.max_open_files,
+                "memory_check_s": RSS_POLL_S,
             },
         }
+
+    async def _request_on(self, worker: SandboxWorker, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """``worker.request``, marking the reply when the kernel killed the call for its cgroup's memory."""
+        before = cgroups.oom_kills(worker.cgroup) if worker.cgroup is not None else 0
+        reply = await worker.request(message, timeout_s)
+        if worker.cgroup is not None and not reply.get("ok") and cgroups.oom_kills(worker.cgroup) > before:
+            assert self._cgroups is not None
+            reply["memory_exceeded"] = True
+            reply["call_memory_mb"] = self._cgroups.limits.memory_max_bytes >> 20
+        return reply
 
     async def run(self, code: str, *, timeout_s: float | None = None, session_id: str | None = None) -> ExecResult:
         """Runs ``code``; failures of the code are in the result (``ok=False``), never raised."""
@@ -152,7 +211,7 @@ class SandboxPool:
             return await self._run_in_session(session_id, code, timeout)
         worker = await self._take_idle()
         try:
-            reply = await worker.request(self._request("run", code, timeout), timeout + HOST_GRACE_S)
+            reply = await self._request_on(worker, self._request("run", code, timeout), timeout + HOST_GRACE_S)
         except WorkerTimedOut:
             self._retire(worker)
             return self._failure(timeout, timed_out=True, message="")
@@ -189,7 +248,9 @@ class SandboxPool:
                 slot.worker = await self._session_worker(session_id)
             worker = slot.worker
             try:
-                reply = await worker.request(self._request("session_run", code, timeout), timeout + HOST_GRACE_S)
+                reply = await self._request_on(
+                    worker, self._request("session_run", code, timeout), timeout + HOST_GRACE_S
+                )
             except (WorkerTimedOut, WorkerDied) as exc:
                 self._end_session_worker(slot)
                 return self._failure(
@@ -251,17 +312,26 @@ class SandboxPool:
 
     async def _spawn(self) -> SandboxWorker:
         assert self._tools is not None
-        host_uid = await asyncio.to_thread(ALLOCATOR.acquire) if bwrap.running_as_root() else None
-        program = seccomp.filter_program()
-        seccomp_fd = seccomp.program_fd(program) if program is not None else None
-        command = bwrap.worker_command(self._tools, self.limits, host_uid, self._nproc, self.preload, seccomp_fd)
-        label = f"sandbox-{host_uid if host_uid is not None else id(self)}"
-        worker = SandboxWorker(command, host_uid, label, pass_fds=() if seccomp_fd is None else (seccomp_fd,))
+        cgroup = await asyncio.to_thread(self._cgroups.create) if self._cgroups is not None else None
+        host_uid = None
+        seccomp_fd = None
         try:
+            host_uid = await asyncio.to_thread(ALLOCATOR.acquire) if bwrap.running_as_root() else None
+            program = self._seccomp_program
+            seccomp_fd = seccomp.program_fd(program) if program is not None else None
+            command = bwrap.worker_command(self._tools, self.limits, host_uid, self._nproc, self.preload, seccomp_fd)
+            if cgroup is not None:  # every process of the worker is born in its cgroup
+                command = cgroups.enter_command(cgroup) + command
+            label = f"sandbox-{host_uid if host_uid is not None else id(self)}"
+            worker = SandboxWorker(
+                command, host_uid, label, pass_fds=() if seccomp_fd is None else (seccomp_fd,), cgroup=cgroup
+            )
             await worker.start(self.startup_timeout_s)
         except BaseException:
             if host_uid is not None:
                 ALLOCATOR.release(host_uid)
+            if cgroup is not None:
+                await asyncio.to_thread(cgroups.remove, cgroup)
             raise
         finally:
             if seccomp_fd is not None:
@@ -287,6 +357,8 @@ class SandboxPool:
     async def _dispose(self, worker: SandboxWorker) -> None:
         self._workers.discard(worker)
         clean = await worker.close()
+        if worker.cgroup is not None and not await asyncio.to_thread(cgroups.remove, worker.cgroup):
+            log.error("the cgroup %s of a sandbox worker could not be removed", worker.cgroup)
         if worker.host_uid is not None:
             if clean:
                 ALLOCATOR.release(worker.host_uid)

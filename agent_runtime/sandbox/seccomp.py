@@ -6,7 +6,9 @@ as "root" there, mount an unbounded tmpfs or reach kernel interfaces meant for a
 filter refuses that and a few more interfaces a code sandbox has no use for (Docker's default profile
 refuses them too). SysV IPC is refused as well: its segments hold memory outside every rlimit.
 
-Optional: without libseccomp (``libseccomp2``) the sandbox runs without the filter, with a warning.
+Required by default: without libseccomp (``libseccomp2``) the pool refuses to start, unless the
+operator accepts running without the filter with ``TAPO_SANDBOX_ALLOW_NO_SECCOMP=1`` (then it starts,
+with a warning). ``unavailable_reason`` says why the filter is missing.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import ctypes
 import ctypes.util
 import errno
 import functools
-import logging
 import os
 
-log = logging.getLogger(__name__)
+from agent_runtime.sandbox.errors import SeccompUnavailableError
+
+ALLOW_WITHOUT_ENV = "TAPO_SANDBOX_ALLOW_NO_SECCOMP"  # =1: accept running the sandbox without the filter
 
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_CMP_MASKED_EQ = 7
@@ -68,14 +71,12 @@ class _ArgCmp(ctypes.Structure):
     ]
 
 
-def _load_libseccomp() -> ctypes.CDLL | None:
+def _load_libseccomp() -> ctypes.CDLL:
+    """libseccomp through ctypes; OSError where it is not installed (or cannot be loaded)."""
     name = ctypes.util.find_library("seccomp")
     if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
-        return None
+        raise OSError(errno.ENOENT, "libseccomp is not installed (Debian/Ubuntu: apt-get install libseccomp2)")
+    lib = ctypes.CDLL(name)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -94,16 +95,30 @@ def _load_libseccomp() -> ctypes.CDLL | None:
     return lib
 
 
-@functools.lru_cache(maxsize=1)
 def filter_program() -> bytes | None:
     """The compiled BPF program (native architecture; other ABIs are killed), or None without libseccomp."""
-    lib = _load_libseccomp()
-    if lib is None:
-        log.warning("libseccomp not found: the sandbox runs without its seccomp filter (install libseccomp2)")
-        return None
+    return _build()[0]
+
+
+def unavailable_reason() -> str | None:
+    """Why there is no filter (libseccomp missing, a rule it refused), or None when there is one."""
+    return _build()[1]
+
+
+def cache_clear() -> None:
+    """Forgets the compiled filter (and why it was missing): the next call loads libseccomp again."""
+    _build.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _build() -> tuple[bytes | None, str | None]:
+    try:
+        lib = _load_libseccomp()
+    except OSError as exc:
+        return None, f"libseccomp cannot be loaded: {exc}"
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:
-        return None
+        return None, "seccomp_init failed"
     try:
 
         def refuse(name: str, code: int, *conditions: _ArgCmp) -> None:
@@ -131,16 +146,38 @@ def filter_program() -> bytes | None:
             chunks = []
             while chunk := os.read(read_fd, 65536):
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), None
         finally:
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
     except OSError as exc:
-        log.warning("could not build the sandbox's seccomp filter (%s); running without it", exc)
-        return None
+        return None, f"libseccomp could not build the filter: {exc}"
     finally:
         lib.seccomp_release(ctx)
+
+
+def running_without_accepted() -> bool:
+    """Whether the operator accepted a sandbox without the filter (``TAPO_SANDBOX_ALLOW_NO_SECCOMP=1``)."""
+    return os.environ.get(ALLOW_WITHOUT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def required_program() -> bytes | None:
+    """The filter; None only where it is missing and running without it was accepted.
+
+    Raises ``SeccompUnavailableError`` (naming the flag) where it is missing and not accepted.
+    """
+    program, reason = _build()
+    if program is not None:
+        return program
+    if not running_without_accepted():
+        raise SeccompUnavailableError(
+            f"the sandbox's seccomp filter is not available: {reason}. Without it, code in the sandbox "
+            "could create user namespaces and reach kernel interfaces it has no use for (as root), and "
+            "SysV shared memory outside every limit. Install libseccomp2, or accept running without the "
+            f"filter by setting {ALLOW_WITHOUT_ENV}=1 in the environment."
+        )
+    return None
 
 
 def program_fd(program: bytes) -> int:

@@ -7,7 +7,7 @@ import concurrent.futures
 import logging
 from typing import Any
 
-from agent_runtime.sandbox import bwrap
+from agent_runtime.sandbox import bwrap, seccomp
 from agent_runtime.sandbox.errors import SandboxUnavailableError, unavailable_message
 from agent_runtime.sandbox.limits import SandboxLimits
 from agent_runtime.sandbox.pool import DEFAULT_PRELOAD, SandboxPool
@@ -22,7 +22,9 @@ class CodeTool:
     """Model-written Python, run in the bubblewrap sandbox (``Tool`` protocol, name ``code``).
 
     The constructor probes bubblewrap and raises ``SandboxUnavailableError`` if it cannot run here,
-    unless ``unsafe_unsandboxed=True`` (plain subprocesses with rlimits; a warning on every call).
+    unless ``unsafe_unsandboxed=True`` (plain subprocesses with rlimits; a warning on every call); it
+    raises ``SeccompUnavailableError`` (a ``SandboxUnavailableError``) where libseccomp is missing,
+    unless ``TAPO_SANDBOX_ALLOW_NO_SECCOMP=1`` accepts running without the seccomp filter.
     Workers start on the first call, or on ``await start()``; ``await close()`` ends them. Use it
     from one event loop. For variables that persist across one trajectory's calls, give that
     trajectory ``tool.session(trajectory_id)`` instead of the tool itself.
@@ -49,6 +51,7 @@ class CodeTool:
             reason = bwrap.probe(self.limits)
             if reason is not None:
                 raise SandboxUnavailableError(unavailable_message(reason))
+            seccomp.required_program()  # SeccompUnavailableError now rather than at the first call
             self._runner = SandboxPool(
                 pool_size, self.limits, max_sessions=max_sessions, session_idle_s=session_idle_s, preload=preload
             )

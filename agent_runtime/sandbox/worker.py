@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from agent_runtime.sandbox import procs
@@ -34,10 +35,18 @@ class SandboxWorker:
     Not safe for concurrent requests: the pool hands a worker to one call at a time.
     """
 
-    def __init__(self, command: list[str], host_uid: int | None, label: str, pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        host_uid: int | None,
+        label: str,
+        pass_fds: tuple[int, ...] = (),
+        cgroup: Path | None = None,
+    ) -> None:
         self.command = command
         self.pass_fds = pass_fds  # e.g. the seccomp program; the caller closes them after start()
         self.host_uid = host_uid  # None: shared uid (non-root mode); nothing to sweep by uid
+        self.cgroup = cgroup  # the worker's own cgroup v2 (its command enters it), or None
         self.label = label
         self.preloaded: list[str] = []
         self._proc: asyncio.subprocess.Process | None = None

@@ -1,4 +1,4 @@
-"""Command-line pieces for ``tapo``: ``tapo index build`` and ``tapo search`` (mounted by ``agent_runtime.cli``).
+"""Command-line pieces for ``tapo``: ``tapo index build`` and ``tapo search`` (mounted by ``tapo_cli.app``).
 
     app.add_typer(index_app, name="index")
     app.command("search")(search_command)

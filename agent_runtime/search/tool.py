@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from agent_runtime.search.base import Doc, SearchBackend, SearchError
-from agent_runtime.tools import ToolOutput
+from agent_runtime.tools import ToolFailure, ToolOutput
 
 # TAPO's answer when a search finds nothing (its generation loop injects this for an empty result).
 NO_RESULTS = "Sorry, I cannot find any relevant information."
@@ -18,7 +18,9 @@ def format_docs(docs: Sequence[Doc]) -> str:
 
 
 class SearchTool:
-    """Implements the ``Tool`` protocol. Failures and timeouts come back in-band (``ok=False``), never raised."""
+    """Implements the ``Tool`` protocol. The model's mistakes (an empty query) come back in-band
+    (``ok=False``); a backend that fails or does not answer raises :class:`ToolFailure`, which the
+    registry logs, counts and turns into the same kind of in-band error."""
 
     name = "search"
 
@@ -35,12 +37,12 @@ class SearchTool:
             return ToolOutput("Error: search failed: the query is empty.", ok=False)
         try:
             docs = await asyncio.wait_for(self.backend.search(query, self.top_k), self.timeout)
-        except asyncio.TimeoutError:
-            return ToolOutput(f"Error: search failed: no answer within {self.timeout:g} s.", ok=False)
+        except asyncio.TimeoutError as exc:
+            raise ToolFailure(f"Error: search failed: no answer within {self.timeout:g} s.") from exc
         except SearchError as exc:
-            return ToolOutput(f"Error: search failed: {exc}", ok=False)
-        except Exception as exc:  # any backend bug is the model's bad luck, not the loop's crash
-            return ToolOutput(f"Error: search failed: {type(exc).__name__}: {exc}", ok=False)
+            raise ToolFailure(f"Error: search failed: {exc}") from exc
+        except Exception as exc:  # a backend bug: the model's bad luck, the operator's to fix
+            raise ToolFailure(f"Error: search failed: {type(exc).__name__}: {exc}") from exc
         docs = docs[: self.top_k]
         if not docs:
             return ToolOutput(NO_RESULTS)

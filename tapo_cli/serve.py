@@ -1,0 +1,72 @@
+"""``tapo serve`` and ``tapo demo``: the OpenAI-compatible server, and for ``demo`` the chat page of
+``clients`` mounted at / on the same port."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tapo_cli.options import (EngineOpt, EngineUrlOpt, MaxToolCallsOpt, ModelOpt, ProtocolOpt, SearchBackendOpt,
+                              SearchIndexOpt, SearchUrlOpt, err, fail)
+
+
+def serve(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    engine: EngineOpt = "auto",
+    engine_url: EngineUrlOpt = None,
+    protocol: ProtocolOpt = "tapo",
+    search_backend: SearchBackendOpt = "bm25",
+    search_index: SearchIndexOpt = None,
+    search_url: SearchUrlOpt = None,
+    max_tool_calls: MaxToolCallsOpt = 4,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; loopback by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAPO_API_KEY", help="Require this bearer key.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback host without a key.")] = False,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Requests at once; more get 503.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default model-token cap per reply.")] = 2048,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Default when a request has none.")] = 0.0,
+) -> None:
+    """Serve the OpenAI-compatible API; the agent loop runs server-side."""
+    import uvicorn
+
+    from agent_runtime.sandbox import SandboxUnavailableError
+    from server.app import create_app
+    from server.build import build_state, check_exposure
+
+    with_page = ctx.info_name == "demo"
+    try:
+        check_exposure(host, api_key, insecure)
+        state = build_state(
+            model=model, engine=engine, engine_url=engine_url, protocol=protocol, search_backend=search_backend,
+            search_index=search_index, search_url=search_url, max_tool_calls=max_tool_calls, max_tokens=max_tokens,
+            temperature=temperature, api_key=api_key, max_concurrency=max_concurrency,
+        )
+    except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
+        fail(str(exc))
+    api = create_app(state)
+    base = f"http://{url_host(host)}:{port}"
+    if with_page:
+        try:
+            from clients.gradio_app import mount_page
+        except ImportError as exc:
+            fail(f"the demo page needs the [demo] extra ({exc.name} is missing): pip install 'tapo-agents[demo]'")
+        api = mount_page(api, f"{url_host(host, connect=True)}:{port}/v1", model=state.model_name,
+                         protocol=protocol, max_tool_calls=max_tool_calls, key_required=api_key is not None,
+                         concurrency=max_concurrency)
+        err.print(f"demo page on {base}/ ; API on {base}/v1 (model {state.model_name})", highlight=False,
+                  soft_wrap=True)
+    else:
+        err.print(f"serving {state.model_name} on {base}/v1 (OpenAI-compatible)", highlight=False, soft_wrap=True)
+    uvicorn.run(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def url_host(host: str, *, connect: bool = False) -> str:
+    """``host`` as it goes in a URL; with ``connect``, the address this machine reaches a server bound
+    there on (a wildcard bind is reached on loopback), with its scheme."""
+    if connect:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}" if connect else name
