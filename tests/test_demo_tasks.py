@@ -199,7 +199,7 @@ class _CharTokenizer:
     chat_template = None
     eos_token_id = 0
 
-    def encode(self, text, add_special_tokens=True):
+    def encode(self, text, add_special_tokens=True, split_special_tokens=False):
         return [ord(c) for c in text]
 
 

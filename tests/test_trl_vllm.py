@@ -111,6 +111,7 @@ class FakeLLM:
         self.kwargs: list[dict[str, Any]] = []
         self.threads: set[str] = set()
         self.fail_next: Exception | None = None
+        self.block: Callable[[], None] | None = None  # called in the engine's thread: a call that blocks
 
     def generate(
         self,
@@ -129,6 +130,8 @@ class FakeLLM:
         self.kwargs.append({"use_tqdm": use_tqdm})
         if self.delay_s:
             time.sleep(self.delay_s)  # blocking on purpose: it must not stall the event loop
+        if self.block is not None:
+            self.block()
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -241,26 +244,36 @@ async def test_concurrent_generate_calls_share_one_engine_call():
 
 
 async def test_a_flush_runs_in_a_thread_while_the_next_batch_accumulates():
-    llm = FakeLLM(delay_s=0.3)
+    """The first engine call blocks until the event loop has run 10 more times and the second batch
+    is all waiting: counted, not timed. With the call on the loop's thread it would wait in vain."""
+    llm = FakeLLM()
     backend = colocate_backend(llm)
     ticks = 0
+    loop_ran = threading.Event()
+    waited: list[bool] = []
+    llm.block = lambda: waited.append(loop_ran.wait(20.0))  # 20 s only catches a stalled loop
 
     async def ticker() -> None:
         nonlocal ticks
         while True:
             await asyncio.sleep(0.01)
-            ticks += 1
+            if llm.calls:  # the first flush runs
+                ticks += 1
+                if ticks >= 10 and len(backend._batcher._waiting) == 12:  # the second batch, all waiting
+                    loop_ran.set()
 
     tick_task = asyncio.create_task(ticker())
     first = [asyncio.create_task(generate(backend, [ID["the"]] * (i + 1))) for i in range(4)]
-    await asyncio.sleep(0.1)  # the first flush is running now
+    for _ in range(2000):  # until the first flush runs (20 s at most: only catches a hang)
+        if llm.calls:
+            break
+        await asyncio.sleep(0.01)
     assert len(llm.calls) == 1
-    ticks_before = ticks
     second = [asyncio.create_task(generate(backend, [ID["is"]] * (i + 1))) for i in range(12)]
     await asyncio.gather(*first, *second)
     tick_task.cancel()
+    assert waited[0] is True  # the event loop kept running during the blocking engine call
     assert llm.batch_sizes == [4, 12]
-    assert ticks - ticks_before >= 10  # the event loop kept running during the blocking engine call
     await backend.aclose()
 
 
