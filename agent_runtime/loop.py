@@ -157,20 +157,19 @@ async def run(
             result = await tools.call(name, argument, timeout=timeout)
             traj.tool_seconds += result.seconds
             out = result.output
-            if deadline is not None and time.monotonic() >= deadline:
-                # Cut by the wall clock: the call is recorded and reported as failed, nothing injected.
-                out = replace(out, ok=False)
-                traj.tool_calls.append(ToolCallRecord(index, name, argument, out.text, False, result.seconds, 0,
-                                                      out.hits))
-                yield ToolResult(call_id, index, name, out, result.seconds, 0)
-                ending = ("stop", "wall_clock")
-                break
-            output = truncate_middle(out.text, tokenizer, budget.max_tool_output_tokens)
-            shown, ids = inject(protocol.format_observation(output))
+            cut = deadline is not None and time.monotonic() >= deadline
+            if cut:  # by the wall clock: the call is recorded and reported as failed, nothing injected
+                out, shown, ids = replace(out, ok=False), "", []
+            else:
+                shown, ids = inject(protocol.format_observation(
+                    truncate_middle(out.text, tokenizer, budget.max_tool_output_tokens)))
             traj.tool_calls.append(
                 ToolCallRecord(index, name, argument, out.text, out.ok, result.seconds, len(ids), out.hits)
             )
             yield ToolResult(call_id, index, name, out, result.seconds, len(ids))
+            if cut:
+                ending = ("stop", "wall_clock")
+                break
             yield Injected(shown, ids, "observation")
             continue
 

@@ -8,6 +8,7 @@ chat template (our own text) may produce special ids; everything else is encoded
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 __all__ = ["encode_plain", "special_strings", "render_template_ids"]
@@ -33,18 +34,12 @@ def special_strings(tokenizer: Any) -> tuple[str, ...]:
     return tuple(sorted((s for s in strings if s), key=len, reverse=True))
 
 
-def _escape(text: str, specials: Sequence[str], escaped: list[str]) -> str:
-    out, i = [], 0
-    while i < len(text):
-        match = next((s for s in specials if text.startswith(s, i)), None)
-        if match is None:
-            out.append(text[i])
-            i += 1
-        else:
-            out.append(f"{_OPEN}{len(escaped)}{_CLOSE}")
-            escaped.append(match)
-            i += len(match)
-    return "".join(out)
+def _escape(text: str, pattern: re.Pattern[str], escaped: list[str]) -> str:
+    def placeholder(match: re.Match[str]) -> str:
+        escaped.append(match.group(0))
+        return f"{_OPEN}{len(escaped) - 1}{_CLOSE}"
+
+    return pattern.sub(placeholder, text)
 
 
 def render_template_ids(tokenizer: Any, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> list[int]:
@@ -55,13 +50,14 @@ def render_template_ids(tokenizer: Any, messages: Sequence[Mapping[str, Any]], *
     placeholder, the template is rendered as text, and the placeholders are encoded as plain text.
     """
     # The placeholder characters themselves are escaped too, so that a content holding them stays intact.
-    specials = (*special_strings(tokenizer), _OPEN, _CLOSE)
+    # Longest first, so that a special string containing another is matched whole.
+    pattern = re.compile("|".join(re.escape(s) for s in (*special_strings(tokenizer), _OPEN, _CLOSE)))
     escaped: list[str] = []
     safe = []
     for m in messages:
         content = m.get("content")
         if isinstance(content, str):
-            m = {**m, "content": _escape(content, specials, escaped)}
+            m = {**m, "content": _escape(content, pattern, escaped)}
         safe.append(m)
     if not escaped:
         ids = tokenizer.apply_chat_template(list(messages), tokenize=True, **template_kwargs)

@@ -75,9 +75,9 @@ class ToolRegistry:
     """Tools by name. ``call`` times the tool and turns its failures into in-band errors.
 
     A tool that *raises* (:class:`ToolFailure`, or any exception) has failed for a reason of its own
-    (the model's mistakes come back as ``ok=False`` output, not as exceptions): the failure is logged as an error, the model still sees
-    it, and after ``max_infrastructure_failures`` such failures in a row (training sets it; a server
-    keeps serving) the call raises :class:`ToolInfrastructureError` instead.
+    (the model's mistakes come back as ``ok=False`` output, not as exceptions): the failure is logged
+    as an error, the model still sees it, and after ``max_infrastructure_failures`` such failures in
+    a row (training sets it; a server keeps serving) the call raises :class:`ToolInfrastructureError`.
     """
 
     def __init__(self, tools: Iterable[Tool] = (), *, max_infrastructure_failures: int | None = None) -> None:

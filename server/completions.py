@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 
 from agent_runtime.backends.base import GenerationChunk, SamplingParams
 from agent_runtime.detok import decode
+from agent_runtime.prompts import raw_prompt_ids
 from server.errors import APIError, bad_request
 from server.schemas import CompletionRequest
 from server.stops import StopTrimmer
@@ -67,7 +68,7 @@ def _prompt_ids(req: CompletionRequest, state: ServerState) -> list[int]:
         prompt = prompt[0]
     tokenizer = state.backend.tokenizer
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt, add_special_tokens=True)
+        ids = raw_prompt_ids(tokenizer, prompt)
     else:
         ids = list(prompt)
         vocab = len(tokenizer)
