@@ -22,6 +22,7 @@ from clients.reply_view import ReplyView, ViewMessage, chunk_delta  # noqa: E402
 __all__ = ["build_page", "mount_page", "respond"]
 
 ERROR_PREFIX = "Error: "
+ANSWER_PREFIX = "**Answer**\n\n"  # the answer's label; taken off again before the API sees it
 PROTOCOLS = ("tapo", "search-r1", "torl")
 EXAMPLES = ("What is 4821 * 37?", "Trosma Works has its head office in which town?", "Hello! What can you do?")
 # System fonts: the default theme loads Google Fonts, which an offline machine cannot reach.
@@ -49,13 +50,13 @@ def api_messages(history: list[dict], question: str) -> list[dict]:
             out.append({"role": "user", "content": text})
         elif m.get("role") == "assistant" and not (m.get("metadata") or {}).get("title") \
                 and not text.startswith(ERROR_PREFIX):
-            out.append({"role": "assistant", "content": text})
+            out.append({"role": "assistant", "content": text.removeprefix(ANSWER_PREFIX)})
     return out + [{"role": "user", "content": question}]
 
 
 def _gradio_message(m: ViewMessage) -> gr.ChatMessage:
     if m.kind == "answer":
-        return gr.ChatMessage(role="assistant", content=m.text)
+        return gr.ChatMessage(role="assistant", content=ANSWER_PREFIX + m.text)
     if m.kind == "error":
         return gr.ChatMessage(role="assistant", content=ERROR_PREFIX + m.text)
     metadata: dict[str, Any] = {"title": m.title, "status": m.status}
@@ -108,7 +109,7 @@ def build_page(api_base: str, *, model: str, protocol: str = "tapo", max_tool_ca
                     "each step opens below as it happens.")
         with gr.Row():
             with gr.Column(scale=4):
-                chat = gr.Chatbot(label="Agent", height=600, elem_id="chat", buttons=["copy"], layout="panel",
+                chat = gr.Chatbot(show_label=False, height=600, elem_id="chat", buttons=["copy"], layout="panel",
                                   placeholder="Ask a question that needs arithmetic or a lookup.")
                 with gr.Row():
                     box = gr.Textbox(show_label=False, placeholder="Ask the agent…", scale=8, elem_id="question",

@@ -7,7 +7,9 @@ query and its output, the answer last.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import IO
 
 import openai
 from rich.console import Console, Group, RenderableType
@@ -20,7 +22,7 @@ from rich.text import Text
 from clients.api_errors import error_text
 from clients.reply_view import ReplyView, ViewMessage, chunk_delta
 
-__all__ = ["ChatSettings", "chat_turn", "repl", "render"]
+__all__ = ["ChatSettings", "PlainPrinter", "chat_turn", "plain_text", "repl", "render"]
 
 
 @dataclass
@@ -41,7 +43,7 @@ def render(view: ReplyView) -> RenderableType:
 def _render_message(m: ViewMessage) -> RenderableType:
     took = f" · {_duration(m.seconds)}" if m.seconds is not None else (" · running" if m.status == "pending" else "")
     if m.kind == "answer":
-        return Markdown(m.text)
+        return Group(Text("Answer", style="bold green"), Markdown(m.text))
     if m.kind == "error":
         return Text(f"error: {m.text}", style="bold red")
     if m.kind in ("thinking", "notice"):
@@ -73,15 +75,21 @@ def _model(client: openai.OpenAI, settings: ChatSettings) -> str:
 
 
 def chat_turn(question: str, settings: ChatSettings, console: Console) -> ReplyView:
-    """Ask ``question`` (with the conversation so far), render the reply live; returns its view."""
+    """Ask ``question`` (with the conversation so far), render the reply as it streams; returns its view.
+
+    A terminal gets the live drawing; a pipe or file gets plain lines (no padding to the console's
+    width, no escape codes), each message once it is complete, ending with a newline.
+    """
     view = ReplyView()
     client = _client(settings)
     messages = settings.history + [{"role": "user", "content": question}]
     agent: dict = {"tools": settings.tools}
     if settings.max_tool_calls is not None:
         agent["max_tool_calls"] = settings.max_tool_calls
+    drawing = Live(render(view), console=console, refresh_per_second=12) if console.is_terminal else None
+    printed = PlainPrinter(console.file)
     try:
-        with Live(render(view), console=console, refresh_per_second=12, transient=False) as live:
+        with drawing or contextlib.nullcontext():
             try:
                 stream = client.chat.completions.create(model=_model(client, settings), messages=messages,
                                                         stream=True, temperature=settings.temperature,
@@ -89,16 +97,46 @@ def chat_turn(question: str, settings: ChatSettings, console: Console) -> ReplyV
                 with stream:
                     for chunk in stream:
                         view.feed(chunk_delta(chunk))
-                        live.update(render(view))
+                        if drawing is not None:
+                            drawing.update(render(view))
+                        else:
+                            printed.update(view.messages[:-1])  # the last one may still grow
                 view.finish()
             except openai.OpenAIError as exc:
                 view.fail(error_text(exc, settings.base_url))
-            live.update(render(view))
+            if drawing is not None:
+                drawing.update(render(view))
+            else:
+                printed.update(view.messages)
     finally:
         client.close()
     if view.answer:
         settings.history = messages + [{"role": "assistant", "content": view.answer}]
     return view
+
+
+@dataclass
+class PlainPrinter:
+    """Writes each finished message once, as plain text: what a pipe or a log file should receive."""
+    out: IO[str]
+    written: set[int] = field(default_factory=set)
+
+    def update(self, finished: list[ViewMessage]) -> None:
+        for m in finished:
+            if id(m) in self.written or m.status != "done" or not (m.text.strip() or m.kind == "error"):
+                continue
+            self.written.add(id(m))
+            self.out.write(plain_text(m) + "\n")
+        self.out.flush()
+
+
+def plain_text(m: ViewMessage) -> str:
+    if m.kind == "error":
+        return f"error: {m.text}"
+    if m.kind == "answer":
+        return f"Answer:\n{m.text.strip()}"
+    took = f" ({_duration(m.seconds)})" if m.seconds is not None else ""
+    return f"{m.title}{took}:\n{m.text.strip()}\n"
 
 
 def repl(settings: ChatSettings, console: Console) -> None:

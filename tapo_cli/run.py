@@ -81,6 +81,7 @@ async def _print_run(prompt, backend, tools, protocol, budget, sampling, as_json
                     f"tool {usage.injected_tokens}[/]",
                     highlight=False,
                 )
+                out.print()  # the streamed text's last line ends here
                 if event.trajectory.answer is not None:
                     out.print(f"Answer: {event.trajectory.answer}", markup=False)
     except ValueError as exc:  # e.g. a prompt past the context window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,15 @@ def test_run_json_streams_events_and_ends_with_the_trajectory(tiny_path: Path):
     assert text == record["text"]
     assert record["question"] == "What is 12 * 34?" and "final_answer" in record and "gold" in record
     assert record["tool_steps"] == [{k: v for k, v in steps[1].items() if k != "type"}]
+
+
+def test_run_prints_the_trace_then_the_answer_on_its_own_line_and_warns_of_nothing(tiny_path: Path):
+    proc = tapo("run", "What is 12 * 34?", "--model", str(tiny_path), "--max-tool-calls", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"</answer>\nAnswer: \S+\n\Z", proc.stdout), proc.stdout[-200:]  # (the tiny model's sum may be wrong)
+    # stderr holds the tool calls and the usage line; no warning from a library or from the sandbox
+    assert "← code ok" in proc.stderr and "finish=stop" in proc.stderr
+    assert "Warning" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
 
 
 def test_run_json_ends_with_a_record_that_sft_reads(tiny_path: Path, tiny_tokenizer, tmp_path: Path):

@@ -104,8 +104,21 @@ async def test_page_reply_shows_each_tool_step_before_the_same_answer_as_the_api
     for m, ref in zip(steps, reference["tool_steps"]):
         assert m.metadata["status"] == "done" and m.metadata["duration"] >= 0
         assert ref["arguments"].strip() in m.content and ref["output"].strip() in m.content
-    assert _title(shown[-1]) is None and shown[-1].content == reference["content"]
-    assert all(_title(m) for m in shown[1:-1])  # every step is collapsible; only the answer is plain
+    # The answer comes last, labelled, and plain (not collapsible); every step before it is collapsible.
+    assert _title(shown[-1]) is None and shown[-1].content == "**Answer**\n\n" + reference["content"]
+    assert all(_title(m) for m in shown[1:-1])
+
+
+def test_page_titles_a_failed_step_as_failed():
+    pytest.importorskip("gradio")
+    from clients.gradio_app import _gradio_message
+
+    view = ReplyView()
+    step = {"id": "s-0", "index": 0, "name": "code", "arguments": "1/0"}
+    view.feed({"tool_step": step | {"status": "running"}})
+    view.feed({"tool_step": step | {"status": "done", "ok": False, "output": "ZeroDivisionError", "seconds": 0.1}})
+    shown = _gradio_message(view.messages[0])
+    assert shown.metadata["title"] == "Python (failed)" and shown.metadata["status"] == "done"
 
 
 async def test_page_sends_earlier_answers_but_never_steps_or_errors(server_url):  # noqa: F811
@@ -113,7 +126,7 @@ async def test_page_sends_earlier_answers_but_never_steps_or_errors(server_url):
 
     history = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
                {"role": "assistant", "content": "thinking…", "metadata": {"title": "Thinking"}},
-               {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}], "metadata": None},
+               {"role": "assistant", "content": [{"type": "text", "text": "**Answer**\n\nHello!"}], "metadata": None},
                {"role": "user", "content": "again"},
                {"role": "assistant", "content": "Error: Cannot reach the agent API"}]
     assert api_messages(history, "What now?") == [
@@ -143,6 +156,10 @@ def test_tapo_chat_draws_the_tool_steps_and_the_answer(server_url, reference):  
         title = "Python" if step["name"] == "code" else "Search"
         assert title in done.stdout and step["output"].strip() in done.stdout
     assert done.stdout.rstrip().endswith(reference["content"].strip())
+    # Through a pipe: plain lines, not padded to the terminal's width, no escape codes, a final newline.
+    assert done.stdout.endswith("\n") and "\x1b" not in done.stdout
+    assert all(line == line.rstrip() for line in done.stdout.splitlines()), done.stdout
+    assert f"Answer:\n{reference['content'].strip()}\n" in done.stdout
 
 
 def test_tapo_chat_explains_an_unreachable_server_and_fails():

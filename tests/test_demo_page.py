@@ -110,6 +110,9 @@ def test_default_model_answers_through_the_code_step_shown_before_the_answer(bro
             ask(page, "What is 4821 * 37?")
             answer = page.locator("#chat .bot-row").last.get_by_text("178377", exact=True)
             expect(answer).to_be_visible(timeout=180_000)
+            # The answer is labelled; the chat has no label of its own over the user's question.
+            expect(page.locator("#chat .bot-row").last).to_contain_text("Answer")
+            expect(page.locator("#chat [data-testid='block-label']")).to_have_count(0)
             python = step_titles(page).filter(has_text="Python")
             expect(python).to_have_count(1)
             # The code step comes before the answer (document order: no layout to wait for), and opens

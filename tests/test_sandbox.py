@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from agent_runtime.sandbox import (
     procs,
     seccomp,
 )
+from agent_runtime.sandbox.protections import LimitsInForce
 from agent_runtime.sandbox.uids import ALLOCATOR
 from agent_runtime.sandbox.worker import SandboxWorker, WorkerDied
 from agent_runtime.tools import Tool, ToolOutput
@@ -885,9 +887,28 @@ async def test_start_says_once_which_limits_are_in_force(caplog: pytest.LogCaptu
     records = [record for record in caplog.records if hasattr(record, "sandbox_limits")]
     assert len(records) == 1
     assert records[0].sandbox_limits == in_force.to_dict()
-    assert records[0].levelno == (logging.WARNING if in_force.missing else logging.INFO)
+    assert records[0].levelno == (logging.WARNING if in_force.isolation_weakened else logging.INFO)
     for line in in_force.missing:
         assert line in records[0].getMessage()
+
+
+async def test_only_weakened_isolation_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A missing per-worker cgroup is reported at INFO (the RSS poll still bounds a call); workers
+    sharing a uid or running without the seccomp filter are a WARNING."""
+    as_root_without_cgroups = LimitsInForce(
+        uid_per_worker=True, seccomp_filter=True, cgroup_parent=None, cgroup_pids_max=None,
+        cgroup_memory_max_bytes=None, rlimits={"nproc": 64}, nproc_scope="worker", rss_poll_s=0.1,
+        call_memory_mb=512, missing=("cgroup per worker: cgroup v1 only",),
+    )
+    without_seccomp = replace(as_root_without_cgroups, seccomp_filter=False,
+                              missing=as_root_without_cgroups.missing + ("seccomp filter: no libseccomp",))
+    shared_uid = replace(as_root_without_cgroups, uid_per_worker=False, nproc_scope="pool")
+    with caplog.at_level(logging.INFO, logger="agent_runtime.sandbox"):
+        for in_force in (as_root_without_cgroups, without_seccomp, shared_uid):
+            in_force.log()
+    levels = [record.levelno for record in caplog.records]
+    assert levels == [logging.INFO, logging.WARNING, logging.WARNING]
+    assert "Missing: cgroup per worker: cgroup v1 only" in caplog.records[0].getMessage()
 
 
 @needs_sandbox

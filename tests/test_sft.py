@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,9 @@ def test_the_shared_prefix_loss_equals_the_plain_loss_and_its_gradients(tiny_tok
         loss.backward()
         return [p.grad.clone() for p in model.parameters()]
 
-    shared, n = prefix_shared_loss(model, rows, prefix, tiny_tokenizer.pad_token_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated forward argument: once per SFT batch
+        shared, n = prefix_shared_loss(model, rows, prefix, tiny_tokenizer.pad_token_id)
     shared_grads = grads(shared)
     width = max(len(ids) for ids, _ in rows)
     ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in rows])

@@ -10,7 +10,6 @@ whose prompt extends it (the same trajectory after a tool call) feeds only the n
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import queue
@@ -26,6 +25,7 @@ from agent_runtime.backends.base import BackendInfo, FinishReason, GenerationChu
 from agent_runtime.backends.finish import eos_ids_of
 from agent_runtime.backends.slot_cache import SlotCache
 from agent_runtime.detok import IncrementalDetokenizer
+from agent_runtime.models.forward_args import cache_keyword
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ class TransformersBackend:
         self.context_length = min(context_length or model_ctx, model_ctx)
         self.reuse_kv = reuse_kv
         self.batch_window_s = batch_window_s
-        # transformers renamed forward's `past_key_values` to `cache` (the old name warns on every call).
-        self._cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_argument = cache_keyword(model.forward)
         self.eos_ids = eos_ids_of(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.info = BackendInfo(
             name="transformers",

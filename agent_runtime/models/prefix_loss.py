@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+
+from agent_runtime.models.forward_args import cache_keyword
 
 __all__ = ["shared_prefix_length", "prefix_shared_loss"]
 
@@ -42,9 +45,11 @@ def prefix_shared_loss(model: Any, rows: list[tuple[list[int], list[int]]], pref
     # Right padding: with causal attention, pads only follow real tokens, so no mask is needed.
     input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in tails], device=device)
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in tails], device=device)
-    cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+    keyword = cache_keyword(decoder.forward)
+    cache = DynamicCache(config=base.config)
+    decoder(input_ids=prefix, use_cache=True, **{keyword: cache})  # fills the cache in place
     cache.batch_repeat_interleave(len(tails))
-    hidden = decoder(input_ids=input_ids, past_key_values=cache).last_hidden_state
+    hidden = decoder(input_ids=input_ids, **{keyword: cache}).last_hidden_state
     # The vocabulary projection only where a label is: most positions of an agent example are prompt.
     targets = labels[:, 1:]
     keep = targets != -100

@@ -69,12 +69,18 @@ class LimitsInForce:
             f"RSS poll: every {self.rss_poll_s:g} s against {self.call_memory_mb} MB per call"
         )
 
+    @property
+    def isolation_weakened(self) -> bool:
+        """Workers share a uid or run without the seccomp filter: worth a warning at every start.
+
+        A missing per-worker cgroup is not: the RSS poll and the rlimits still bound each call, so it
+        is reported at INFO (``tapo run`` and the tests stay quiet on such machines).
+        """
+        return not (self.uid_per_worker and self.seccomp_filter)
+
     def log(self) -> None:
-        """One record: INFO when everything is in force, WARNING naming what is missing otherwise."""
+        """One record naming what is in force and what is missing; WARNING when isolation is weakened."""
         extra = {"sandbox_limits": self.to_dict()}
-        if self.missing:
-            log.warning(
-                "sandbox limits in force: %s. Missing: %s", self.summary(), "; ".join(self.missing), extra=extra
-            )
-        else:
-            log.info("sandbox limits in force: %s", self.summary(), extra=extra)
+        missing = f". Missing: {'; '.join(self.missing)}" if self.missing else ""
+        level = logging.WARNING if self.isolation_weakened else logging.INFO
+        log.log(level, "sandbox limits in force: %s%s", self.summary(), missing, extra=extra)
