@@ -43,7 +43,7 @@ def eval_command(
     from agent_runtime.backends.base import SamplingParams
     from agent_runtime.budget import Budget
     from agent_runtime.loop import enabled_tool_names
-    from agent_runtime.models.resolve import resolve_model
+    from agent_runtime.models.resolve import DEMO_AGENT, resolve_model
     from agent_runtime.protocol import get_protocol
     from agent_runtime.sandbox import SandboxUnavailableError
     from agent_runtime.toolset import default_tools
@@ -75,7 +75,7 @@ def eval_command(
         _close_quietly(tools, backend)
         fail(str(exc))
     settings = {
-        "data": data, "split": split, "limit": limit, "rows": len(rows), "model": model or "tiny",
+        "data": data, "split": split, "limit": limit, "rows": len(rows), "model": model or DEMO_AGENT,
         "model_path": resolved, "engine": backend.info.name, "engine_url": engine_url, "protocol": proto.name,
         "tools": list(enabled), "search_backend": search_backend if "search" in tools else "none",
         "search_index": str(search_index) if search_index is not None else None, "search_url": search_url,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,10 +64,11 @@ def test_run_json_streams_events_and_ends_with_the_trajectory(tiny_path: Path):
     assert record["tool_steps"] == [{k: v for k, v in steps[1].items() if k != "type"}]
 
 
-def test_run_prints_the_trace_then_the_answer_on_its_own_line_and_warns_of_nothing(tiny_path: Path):
-    proc = tapo("run", "What is 12 * 34?", "--model", str(tiny_path), "--max-tool-calls", "2")
+def test_run_prints_the_trace_then_the_answer_on_its_own_line_and_warns_of_nothing():
+    """The default model (the demo agent: an adapter loaded through peft, bm25's warm-up compiling beside it)."""
+    proc = tapo("run", "What is 4821 * 37?", timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"</answer>\nAnswer: \S+\n\Z", proc.stdout), proc.stdout[-200:]  # (the tiny model's sum may be wrong)
+    assert proc.stdout.endswith("</answer>\nAnswer: 178377\n"), proc.stdout[-200:]
     # stderr holds the tool calls and the usage line; no warning from a library or from the sandbox
     assert "← code ok" in proc.stderr and "finish=stop" in proc.stderr
     assert "Warning" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr

@@ -49,6 +49,11 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
 DEMO_AGENT = "demo-agent"
 TINY = "tiny"
 
+# peft reads a transformers property that warns of its own deprecation on every adapter load; nothing a
+# user can act on. A process-wide filter, not ``catch_warnings``: that one is undone by any thread that
+# enters and leaves its own ``catch_warnings`` meanwhile (numba does, compiling in bm25's warm-up thread).
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
 
 def demo_agent_dir() -> Path:
     """The committed adapter of the demo agent (its base is ``smollm2-135m-instruct``)."""
@@ -135,7 +140,4 @@ def load_causal_lm(path: str, *, dtype: Any = None, **kwargs: Any) -> tuple[Any,
     base, tokenizer = load_causal_lm(resolve_model(base_name), dtype=dtype, **kwargs)
     if Path(path, "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(path)
-    with warnings.catch_warnings():
-        # peft calls a transformers API that warns about its own deprecation on every load
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-        return PeftModel.from_pretrained(base, path).merge_and_unload(), tokenizer
+    return PeftModel.from_pretrained(base, path).merge_and_unload(), tokenizer
