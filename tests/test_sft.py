@@ -123,6 +123,38 @@ def test_shortened_recipe_sft_then_tapo_raises_the_training_reward(tmp_path: Pat
     assert (tmp_path / "rl" / "final" / "config.json").is_file()
 
 
+def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_path) -> None:
+    """Long CPU runs checkpoint every --save-steps and go on with --resume (same schedule and data order):
+    a run stopped after step 2 and resumed to step 4 ends with the adapter of an uninterrupted 4-step run."""
+    data = tmp_path / "traj.jsonl"
+    with data.open("w") as f:
+        for task in fixture_tasks(seed=5, n=16):
+            f.write(json.dumps(_record(task.question, trajectory_text(task), answer=task.answer)) + "\n")
+
+    def sft(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(data), "--model", "tiny",
+                               "--output-dir", str(out), "--batch-size", "4", "--learning-rate", "1e-3",
+                               "--compute", "fp32", "--save-steps", "2", "-v", *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    sft(tmp_path / "whole", "--max-steps", "4")
+    sft(tmp_path / "cut", "--max-steps", "4", "--limit", "16")
+    # Interrupt: keep only the step-2 checkpoint, as a run killed before step 4 would leave it.
+    import shutil
+
+    shutil.rmtree(tmp_path / "cut" / "final")
+    shutil.rmtree(tmp_path / "cut" / "checkpoint-4")
+    resumed = sft(tmp_path / "cut", "--max-steps", "4", "--limit", "16", "--resume")
+    assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
+    whole = load_file(tmp_path / "whole" / "final" / "adapter_model.safetensors")
+    again = load_file(tmp_path / "cut" / "final" / "adapter_model.safetensors")
+    assert whole.keys() == again.keys()
+    for key in whole:
+        torch.testing.assert_close(again[key], whole[key], rtol=1e-4, atol=1e-6)
+
+
 def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps(_record("q", [("<answer>1</answer>", True)], correct=0.0)) + "\n")

@@ -441,3 +441,22 @@ def test_a_search_server_that_is_down_stops_the_run_instead_of_training_on_its_e
     assert "the search tool failed 2 times in a row" in proc.stderr and "Traceback" not in proc.stderr
     assert "tool search failed" in proc.stderr  # logged as an error, with the cause
     assert not (tmp_path / "out" / "final").exists()
+
+
+def test_training_configs_set_checkpointing_without_a_deprecation_warning():
+    """TRL's configs default ``gradient_checkpointing`` to True, which transformers 5.2x renamed (a
+    FutureWarning per config built): the value is kept, under the name the installed version reads."""
+    import warnings
+
+    from trl import GRPOConfig, SFTConfig
+
+    from training.checkpointing import with_checkpointing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        trl_default = GRPOConfig(output_dir="x", use_cpu=True, **with_checkpointing(GRPOConfig, {}))
+        ours = GRPOConfig(output_dir="x", use_cpu=True,
+                          **with_checkpointing(GRPOConfig, {"gradient_checkpointing": False}))
+        sft = SFTConfig(output_dir="x", use_cpu=True, **with_checkpointing(SFTConfig, {"gradient_checkpointing": False}))
+    assert trl_default.gradient_checkpointing is True  # TRL's default, kept
+    assert ours.gradient_checkpointing is False and sft.gradient_checkpointing is False

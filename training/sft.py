@@ -192,13 +192,17 @@ def collect_from_teacher(url: str, tokenizer_model: str, tasks_path: str, *, pro
 def train_sft(records: list[dict[str, Any]], *, model_name: str, output_dir: Path, protocol: Protocol,
               lora: bool = True, lora_r: int = 16, lora_alpha: int = 32, epochs: float = 2.0,
               max_steps: int = -1, learning_rate: float = 2e-4, batch_size: int = 8, grad_accum: int = 1,
-              max_length: int = 1024, seed: int = 0, report_to: str = "none", compute: str = "auto") -> Path:
+              max_length: int = 1024, seed: int = 0, report_to: str = "none", compute: str = "auto",
+              save_steps: int | None = None, resume: bool = False) -> Path:
     """SFT (LoRA by default); returns ``output_dir/final``: the adapter (LoRA) or the full model.
 
-    ``compute``: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the hardware has it natively)."""
+    ``compute``: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the hardware has it natively).
+    ``save_steps``: a checkpoint every so many steps (default: each epoch); ``resume``: go on from the
+    newest checkpoint in ``output_dir`` (same schedule, same data order), if there is one."""
     import torch
     from trl import SFTConfig
 
+    from training.checkpointing import with_checkpointing
     from training.policy import bf16_compute, load_policy
 
     on_gpu = torch.cuda.is_available()
@@ -211,19 +215,25 @@ def train_sft(records: list[dict[str, Any]], *, model_name: str, output_dir: Pat
 
         peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    args = SFTConfig(
+    args = SFTConfig(**with_checkpointing(SFTConfig, dict(
         output_dir=str(output_dir), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
         per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum, max_length=max_length,
-        lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=5, save_strategy="epoch", seed=seed,
+        lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=5, seed=seed,
+        save_strategy="steps" if save_steps else "epoch", save_steps=save_steps or 500,
         report_to=report_to, bf16=compute == "bf16" or (compute == "auto" and bf16_compute()), use_cpu=not on_gpu, dataset_num_proc=None,
         gradient_checkpointing=False,  # small models; and the shared-prefix loss needs the prefix's cache
         # Rows of similar length together: padding costs compute, and CPU attention memory grows with
         # batch x width x (prefix + width).
         train_sampling_strategy="group_by_length",
-    )
+    )))
     trainer = _prefix_sharing_trainer_class()(model=model, args=args, train_dataset=dataset,
                                               processing_class=tokenizer, peft_config=peft_config)
-    trainer.train()
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
     final = output_dir / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(final)
@@ -246,7 +256,10 @@ def _prefix_sharing_trainer_class() -> type:
             if mask is not None:
                 same &= mask.bool().all(dim=0)
             prefix_len = int(same.int().cumprod(dim=0).sum()) - 1  # the token after it must carry no label
-            checkpointing = getattr(model, "is_gradient_checkpointing", False)  # recomputation would refill the cache
+            # Recomputation would refill the prefix's cache. (transformers < 5.2x knows only the old name.)
+            checkpointing = getattr(model, "is_activation_checkpointing", None)
+            if checkpointing is None:
+                checkpointing = getattr(model, "is_gradient_checkpointing", False)
             if return_outputs or prefix_len < 2 or checkpointing:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             lengths = mask.sum(dim=1).tolist() if mask is not None else [ids.shape[1]] * len(ids)
@@ -291,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-to", default="none")
+    p.add_argument("--save-steps", type=int, help="a checkpoint every N steps (default: each epoch)")
+    p.add_argument("--resume", action="store_true", help="go on from the newest checkpoint in --output-dir")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                           lora=not args.no_lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs,
                           max_steps=args.max_steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
                           grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, compute=args.compute,
-                          report_to=args.report_to)
+                          report_to=args.report_to, save_steps=args.save_steps, resume=args.resume)
     except ValueError as e:  # DataError, bad model names, bad options
         print(f"error: {e}", file=sys.stderr)
         return 2

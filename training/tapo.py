@@ -123,7 +123,9 @@ def grpo_args(cfg: TapoConfig, output_dir: Path) -> Any:
     }
     if cfg.data.dev is not None:
         defaults |= {"eval_strategy": "steps", "num_generations_eval": 1}
-    return GRPOConfig(output_dir=str(output_dir), **(defaults | cfg.grpo))
+    from training.checkpointing import with_checkpointing
+
+    return GRPOConfig(output_dir=str(output_dir), **with_checkpointing(GRPOConfig, defaults | cfg.grpo))
 
 
 def _backend_factory(cfg: TapoConfig):
