@@ -123,7 +123,7 @@ def test_shortened_recipe_sft_then_tapo_raises_the_training_reward(tmp_path: Pat
     assert (tmp_path / "rl" / "final" / "config.json").is_file()
 
 
-def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_path) -> None:
+def test_an_interrupted_sft_run_resumes_and_an_adapter_goes_on_training(tmp_path: Path, tiny_path) -> None:
     """Long CPU runs checkpoint every --save-steps and go on with --resume (same schedule and data order):
     a run stopped after step 2 and resumed to step 4 ends with the adapter of an uninterrupted 4-step run."""
     data = tmp_path / "traj.jsonl"
@@ -153,6 +153,19 @@ def test_an_interrupted_sft_run_resumes_from_its_last_checkpoint(tmp_path: Path,
     assert whole.keys() == again.keys()
     for key in whole:
         torch.testing.assert_close(again[key], whole[key], rtol=1e-4, atol=1e-6)
+
+    # An adapter given as --model goes on training in that same adapter (one adapter ships).
+    sft_model = tmp_path / "more"
+    proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", str(data), "--model",
+                           str(tmp_path / "whole" / "final"), "--output-dir", str(sft_model), "--batch-size", "4",
+                           "--max-steps", "2", "--learning-rate", "1e-3", "--compute", "fp32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    further = load_file(sft_model / "final" / "adapter_model.safetensors")
+    assert further.keys() == whole.keys() and all(further[k].shape == whole[k].shape for k in whole)
+    assert any(not torch.equal(further[k], whole[k]) for k in whole)
+    config = json.loads((sft_model / "final" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny"
 
 
 def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
