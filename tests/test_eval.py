@@ -414,6 +414,35 @@ def test_eval_report_compares_runs_and_draws_the_learning_curve(tmp_path):
     assert report_main(["--eval", f"x={tmp_path / 'missing'}"]) == 2
 
 
+def test_mcnemar_exact_matches_the_binomial_test():
+    from training.eval_report import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # six discordant pairs, all one way
+    assert mcnemar_exact(2, 10) == pytest.approx(0.0385742, abs=1e-6)  # binom.test(2, 12), two-sided
+    assert mcnemar_exact(10, 2) == mcnemar_exact(2, 10)
+
+
+def test_eval_report_pairs_two_runs_question_by_question(tmp_path):
+    from training.eval_report import main as report_main
+
+    def run(name: str, right: list[int]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"id": f"eval-{i}", "correct": float(i in right)} for i in range(20)]
+        (d / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "summary.json").write_text(json.dumps({
+            "accuracy": {"overall": len(right) / 20, "by_data_source": {}},
+            "tool_calls_per_question": {"overall": 0.0, "by_tool": {}}, "tool_productivity": {"overall": None},
+            "format_error_rate": 0.0}))
+        return d
+
+    a, b = run("a", [0, 1, 2, 3]), run("b", [0, 1, 4, 5, 6, 7, 8, 9, 10, 11])
+    out = _stdout_of(["--eval", f"A={a}", "--eval", f"B={b}", "--compare", "A:B"], report_main)
+    assert "| A | B | 20 | 2 | 8 | 0.109 |" in out
+    assert report_main(["--eval", f"A={a}", "--compare", "A:C"]) == 2
+
+
 def _stdout_of(argv, entry) -> str:
     import contextlib
     import io

@@ -2,14 +2,16 @@
 
 ``--eval NAME=DIR`` (repeatable) reads ``DIR/summary.json`` of a `tapo eval` run; ``--curve NAME=DIR``
 reads the per-step trajectory dumps of a ``python -m training.tapo`` run (``DIR/rollouts/step-N.jsonl``)
-and gives, per step, the mean reward, accuracy and tool calls per trajectory. EVAL.md is made of
-these tables and the commands that produced the runs.
+and gives, per step, the mean reward, accuracy and tool calls per trajectory; ``--compare A:B`` (two
+``--eval`` names) tests whether B differs from A on the same questions (exact McNemar test on
+right/wrong, paired by record id). EVAL.md is made of these tables and the commands that produced the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -84,10 +86,53 @@ def curve_table(curve: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def report(evals: list[tuple[str, Path]], curves: list[tuple[str, Path]]) -> str:
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided p-value of the exact McNemar test: under "no difference", each of the ``only_a + only_b``
+    discordant questions (right in one run only) is equally likely to favour either run."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def correct_by_id(run: Path) -> dict[str, bool]:
+    """Right or wrong per question of a `tapo eval` run (``DIR/trajectories.jsonl``), by record id."""
+    out = {}
+    for where, record in iter_json_lines(run / "trajectories.jsonl"):
+        if not isinstance(record, dict) or "id" not in record or "correct" not in record:
+            raise DataError(f"{where}: not a tapo eval record (needs id and correct)")
+        out[str(record["id"])] = bool(record["correct"])
+    return out
+
+
+def paired_table(pairs: list[tuple[str, Path, str, Path]]) -> str:
+    """One row per ``(A, B)``: questions right only in A, right only in B, and McNemar's p."""
+    lines = ["| A | B | questions | right only in A | right only in B | p (exact McNemar) |",
+             "|---|---|---|---|---|---|"]
+    for name_a, dir_a, name_b, dir_b in pairs:
+        a, b = correct_by_id(dir_a), correct_by_id(dir_b)
+        if a.keys() != b.keys():
+            raise DataError(f"{dir_a} and {dir_b}: not the same questions, cannot pair them")
+        only_a = sum(a[q] and not b[q] for q in a)
+        only_b = sum(b[q] and not a[q] for q in a)
+        lines.append(f"| {name_a} | {name_b} | {len(a)} | {only_a} | {only_b} | {mcnemar_exact(only_a, only_b):.3g} |")
+    return "\n".join(lines)
+
+
+def report(evals: list[tuple[str, Path]], curves: list[tuple[str, Path]], compare: list[str] = ()) -> str:
     parts = []
     if evals:
         parts.append(comparison_tables([(name, load_summary(path)) for name, path in evals]))
+    if compare:
+        named = dict(evals)
+        pairs = []
+        for value in compare:
+            a, sep, b = value.partition(":")
+            if not sep or a not in named or b not in named:
+                raise DataError(f"--compare {value!r}: expected A:B, two names given with --eval")
+            pairs.append((a, named[a], b, named[b]))
+        parts.append(paired_table(pairs))
     for name, path in curves:
         parts.append(f"Learning curve: {name}\n\n{curve_table(step_curve(path))}")
     return "\n\n".join(parts) + "\n"
@@ -97,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.eval_report", description=__doc__.splitlines()[0])
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR", help="a `tapo eval --out` directory")
     p.add_argument("--curve", action="append", default=[], metavar="NAME=DIR", help="a training.tapo output directory")
+    p.add_argument("--compare", action="append", default=[], metavar="A:B",
+                   help="paired test of two --eval runs on the same questions (exact McNemar)")
     args = p.parse_args(argv)
     try:
-        sys.stdout.write(report(_pairs(args.eval, "--eval"), _pairs(args.curve, "--curve")))
+        sys.stdout.write(report(_pairs(args.eval, "--eval"), _pairs(args.curve, "--curve"), args.compare))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
