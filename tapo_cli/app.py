@@ -15,6 +15,7 @@ import typer
 from agent_runtime import __version__
 from tapo_cli.chat import chat
 from tapo_cli.eval import eval_command
+from tapo_cli.export import export_app
 from tapo_cli.options import fail
 from tapo_cli.run import run
 from tapo_cli.serve import serve
@@ -64,6 +65,7 @@ app.command()(serve)
 app.command("demo", help="Serve the API and a chat page at / that talks to it (one process, one port).")(serve)
 app.command("eval")(eval_command)
 app.command()(chat)
+app.add_typer(export_app, name="export")
 
 
 @app.command("exec")

@@ -64,7 +64,8 @@ def eval_command(
         chosen = choose_engine(engine, engine_url)
         tools = default_tools(search_backend=search_backend, search_index=search_index, search_url=search_url)
         resolved = resolve_model(model)
-        slots = {"max_slots": min(concurrency, len(rows))} if chosen == "transformers" else {}  # KV memory
+        local = chosen in ("transformers", "llamacpp")  # engines that allocate KV slots up front
+        slots = {"max_slots": min(concurrency, len(rows))} if local else {}  # KV memory
         backend = make_backend(resolved, engine, engine_url, **slots)
         enabled = enabled_tool_names(proto, tools, None)
         try:

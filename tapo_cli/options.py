@@ -15,7 +15,8 @@ err = Console(stderr=True)
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="HF directory, LoRA adapter, .gguf file, hub id, or an alias (demo-agent, tiny, "
                     "smollm2-135m-instruct); default: demo-agent.")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="auto, transformers, vllm or remote.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="auto, transformers, llamacpp (GGUF on CPU; the [llamacpp] extra), vllm or remote.")]
 EngineUrlOpt = Annotated[Optional[str], typer.Option("--engine-url", help="OpenAI-compatible server for --engine remote.")]
 ProtocolOpt = Annotated[str, typer.Option("--protocol", help="tapo, search-r1 or torl.")]
 MaxToolCallsOpt = Annotated[int, typer.Option("--max-tool-calls", min=0, help="Tool calls before the final turn.")]

@@ -29,3 +29,18 @@ def tiny_model(tiny_path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_path, attn_implementation="sdpa").eval()
+
+
+def require_llama_cpp():
+    """The ``llama_cpp`` module, or a skip where the [llamacpp] extra is not installed. In CI (``CI``
+    set), whose ``make setup`` installs the extra, a missing module fails instead."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs llama-cpp-python (make setup installs the [llamacpp] extra)", pytrace=False)
+        pytest.skip("llama-cpp-python is not installed (the [llamacpp] extra; make setup installs it)")
+    import llama_cpp
+
+    return llama_cpp

@@ -1,4 +1,8 @@
-"""The loop on the trained tiny model through the transformers engine: what training relies on."""
+"""The loop on the trained tiny model through each local engine: what training and serving rely on.
+
+Every test runs on the transformers engine and on the llama.cpp engine (the tiny model exported to an
+f32 GGUF file, f32 KV cache): the same ids, mask, logprobs, KV reuse and cancellation guarantees.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 
 import pytest
 import torch
+from conftest import require_llama_cpp
 
 from agent_runtime.backends.base import SamplingParams
 from agent_runtime.backends.transformers_engine import TransformersBackend
@@ -29,9 +34,16 @@ def tools() -> ToolRegistry:
     return reg
 
 
-@pytest.fixture
-async def backend(tiny_model, tiny_tokenizer):
-    engine = TransformersBackend(tiny_model, tiny_tokenizer, max_slots=16)
+@pytest.fixture(params=["transformers", "llamacpp"])
+async def backend(request, tiny_model, tiny_tokenizer, tiny_path):
+    if request.param == "transformers":
+        engine = TransformersBackend(tiny_model, tiny_tokenizer, max_slots=16)
+    else:
+        require_llama_cpp()
+        from agent_runtime.backends import make_backend
+
+        # what `--engine llamacpp --model tiny` builds, exported at f32 so logprobs compare to 1e-4
+        engine = make_backend(str(tiny_path), "llamacpp", gguf_type="f32", kv_type="f32", max_slots=16)
     yield engine
     await engine.aclose()
 

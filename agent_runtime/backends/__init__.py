@@ -10,12 +10,14 @@ from agent_runtime.backends.base import Backend, BackendInfo, GenerationChunk, S
 
 log = logging.getLogger(__name__)
 
-EngineName = Literal["auto", "transformers", "vllm", "remote"]
-ENGINES: tuple[str, ...] = ("auto", "transformers", "vllm", "remote")
+EngineName = Literal["auto", "transformers", "llamacpp", "vllm", "remote"]
+ENGINES: tuple[str, ...] = ("auto", "transformers", "llamacpp", "vllm", "remote")
 
 
 def choose_engine(engine: str, engine_url: str | None) -> str:
-    """``auto``: remote when a URL is given, vLLM on a CUDA machine that has it, else transformers."""
+    """``auto``: remote when a URL is given, vLLM on a CUDA machine that has it, else transformers.
+    llama.cpp runs only when asked for (``llamacpp``), installed or not: the CPU default stays the
+    engine whose answers the demo agent was checked on."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine != "auto":
@@ -43,6 +45,10 @@ def make_backend(model: str, engine: str = "auto", engine_url: str | None = None
         from agent_runtime.backends.transformers_engine import TransformersBackend
 
         return TransformersBackend.from_pretrained(model, **kwargs)
+    if engine == "llamacpp":
+        from agent_runtime.backends.llamacpp_engine import LlamaCppBackend
+
+        return LlamaCppBackend.from_pretrained(model, **kwargs)
     if engine == "remote":
         if not engine_url:
             raise ValueError("--engine remote needs --engine-url")

@@ -171,3 +171,17 @@ def gguf_model_path(gguf_file: str | Path, *, progress: bool = False) -> Path:
         convert_gguf(gguf_file, tmp, progress=progress)
 
     return build_once(target, DONE_FILE, build)
+
+
+def gguf_origin(model_dir: str | Path) -> Path | None:
+    """The GGUF file a converted directory was made from, while that file is still there and
+    unchanged; ``None`` for any other directory. A GGUF engine loads that file rather than a re-export."""
+    try:
+        info = json.loads((Path(model_dir) / DONE_FILE).read_text())
+        source = Path(info["source"])
+        stat = source.stat()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (stat.st_size, stat.st_mtime_ns) != (info.get("source_size"), info.get("source_mtime_ns")):
+        return None
+    return source

@@ -122,6 +122,27 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
 
 
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter directory names (an alias or hub id, resolved by the caller)."""
+    try:
+        from peft import PeftConfig
+    except ImportError:
+        raise ValueError(f"--model {path}: a LoRA adapter needs peft (pip install 'tapo-agents[train]')") from None
+    base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    if not base_name:
+        raise ValueError(f"--model {path}: the adapter does not name its base model")
+    return base_name
+
+
+def load_tokenizer(path: str) -> Any:
+    """The tokenizer of a resolved ``path``: an adapter's own when it ships one, else its base's."""
+    from transformers import AutoTokenizer
+
+    if is_adapter_dir(path) and not Path(path, "tokenizer_config.json").is_file():
+        return load_tokenizer(resolve_model(adapter_base(path)))
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_causal_lm(path: str, *, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for a resolved ``path``; an adapter is loaded onto its base (which goes
     through :func:`resolve_model`, so ``tiny`` and hub ids work) and merged."""
@@ -130,13 +151,9 @@ def load_causal_lm(path: str, *, dtype: Any = None, **kwargs: Any) -> tuple[Any,
     if not is_adapter_dir(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs), tokenizer
-    try:
-        from peft import PeftConfig, PeftModel
-    except ImportError:
-        raise ValueError(f"--model {path}: a LoRA adapter needs peft (pip install 'tapo-agents[train]')") from None
-    base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
-    if not base_name:
-        raise ValueError(f"--model {path}: the adapter does not name its base model")
+    base_name = adapter_base(path)
+    from peft import PeftModel
+
     base, tokenizer = load_causal_lm(resolve_model(base_name), dtype=dtype, **kwargs)
     if Path(path, "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(path)

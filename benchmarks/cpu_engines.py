@@ -1,0 +1,225 @@
+"""CPU engines side by side on the default model: transformers fp32, our llama.cpp engine, bare llama-cpp-python.
+
+    python benchmarks/cpu_engines.py [--type q8_0] [--tokens 128] [--json OUT]
+
+The default model (the demo agent: SmolLM2-135M-Instruct plus its LoRA adapter) is exported once to a
+GGUF file (``--type``), which both llama.cpp columns load; transformers runs the same merged weights
+in fp32. Every figure is taken in this one process, one engine at a time, with the others idle:
+
+- decode tokens/s at batch 1 (greedy; the time after the first token, over the tokens after it);
+- aggregate tokens/s with 8 and 32 concurrent streams (sampled, T=1, distinct seeds; all tokens of
+  all streams over the wall time). Bare llama-cpp-python's ``Llama`` decodes one sequence at a
+  time, so its streams run one after another, which is how it serves concurrent requests;
+- time to first token on a prompt of about 1,000 tokens;
+- one whole demo question ("What is 4821 * 37?") through the agent loop with the sandboxed code
+  tool, end to end (bare llama-cpp-python has no loop: not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+from agent_runtime.backends.base import SamplingParams
+from agent_runtime.backends.llamacpp_engine import LlamaCppBackend, cpu_count
+from agent_runtime.backends.transformers_engine import TransformersBackend
+from agent_runtime.budget import Budget
+from agent_runtime.loop import run_to_end
+from agent_runtime.models.gguf_export import exported_gguf_path
+from agent_runtime.models.resolve import resolve_model
+from agent_runtime.prompts import build_prompt_ids
+from agent_runtime.protocol import TAPO
+from agent_runtime.toolset import default_tools
+
+STREAM_PROMPTS = [
+    "Tell me about the history of {}.", "Write a short story about {}.", "Explain how {} works.",
+    "Describe a day in the life of {}.",
+]
+TOPICS = ["bridges", "bees", "a lighthouse keeper", "clocks", "the moon", "bread", "rivers", "trains"]
+DEMO_QUESTION = "What is 4821 * 37?"
+
+
+def chat_ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"])
+
+
+def stream_prompts(tokenizer: Any, n: int) -> list[list[int]]:
+    return [chat_ids(tokenizer, STREAM_PROMPTS[i % len(STREAM_PROMPTS)].format(TOPICS[i % len(TOPICS)]))
+            for i in range(n)]
+
+
+def long_prompts(tokenizer: Any, n: int, target: int = 1000) -> list[list[int]]:
+    """``n`` prompts of ``target`` tokens that differ from their first words on, so that no engine
+    reuses keys and values of an earlier one: every time to first token is a cold prefill."""
+    sentence = "The river town keeps a ledger of every boat that passes, with its cargo and its crew. "
+    text = sentence * (target // len(tokenizer(sentence)["input_ids"]) + 1)
+    prompts = []
+    for i in range(n):
+        ids = chat_ids(tokenizer, f"Ledger {TOPICS[i % len(TOPICS)]} {i}. " + text + "What does the town keep?")
+        prompts.append(ids[:target - 8] + ids[-8:] if len(ids) > target else ids)
+    return prompts
+
+
+# ---- our engines (the Backend protocol) ---------------------------------------------------------
+
+
+async def timed_generate(backend: Any, prompt: list[int], params: SamplingParams) -> tuple[int, float, float]:
+    """(tokens, seconds to the first token, seconds in all)."""
+    start = time.perf_counter()
+    first, n = None, 0
+    async for chunk in backend.generate(prompt, params):
+        n += len(chunk.token_ids)
+        if first is None:
+            first = time.perf_counter() - start
+    return n, first or 0.0, time.perf_counter() - start
+
+
+async def ours_decode(backend: Any, prompt: list[int], tokens: int) -> float:
+    n, first, total = await timed_generate(backend, prompt, SamplingParams(max_tokens=tokens, temperature=0.0))
+    return (n - 1) / (total - first)
+
+
+async def ours_streams(backend: Any, prompts: list[list[int]], tokens: int) -> float:
+    start = time.perf_counter()
+    results = await asyncio.gather(*[
+        timed_generate(backend, p, SamplingParams(max_tokens=tokens, temperature=1.0, seed=i))
+        for i, p in enumerate(prompts)])
+    return sum(r[0] for r in results) / (time.perf_counter() - start)
+
+
+async def ours_ttft(backend: Any, prompt: list[int]) -> float:
+    _, first, _ = await timed_generate(backend, prompt, SamplingParams(max_tokens=1, temperature=0.0))
+    return first
+
+
+async def ours_demo_question(backend: Any, tools: Any) -> tuple[float, str | None, int]:
+    prompt = build_prompt_ids(backend.tokenizer, TAPO, DEMO_QUESTION, tools.names)
+    start = time.perf_counter()
+    traj = await run_to_end(prompt, backend, tools, budget=Budget(max_tool_calls=4, max_total_tokens=512),
+                            sampling=SamplingParams(temperature=0.0))
+    return time.perf_counter() - start, traj.answer, len(traj.tool_calls)
+
+
+async def measure_ours(backend: Any, tokenizer: Any, tools: Any, tokens: int, repeats: int) -> dict:
+    prompt = stream_prompts(tokenizer, 1)[0]
+    await ours_decode(backend, prompt, 8)  # warm up (first-call allocations)
+    result = {"decode_tok_s": statistics.median([await ours_decode(backend, prompt, tokens) for _ in range(repeats)])}
+    for n in (8, 32):
+        result[f"streams_{n}_tok_s"] = await ours_streams(backend, stream_prompts(tokenizer, n), tokens // 2)
+    long_ids = long_prompts(tokenizer, repeats)
+    result["ttft_1k_s"] = statistics.median([await ours_ttft(backend, ids) for ids in long_ids])
+    result["ttft_prompt_tokens"] = len(long_ids[0])
+    seconds, answer, calls = await ours_demo_question(backend, tools)
+    result.update(demo_question_s=seconds, demo_answer=answer, demo_tool_calls=calls)
+    return result
+
+
+# ---- bare llama-cpp-python ----------------------------------------------------------------------
+
+
+def bare_generate(llm: Any, prompt: list[int], tokens: int, *, temperature: float, seed: int) -> tuple[int, float, float]:
+    llm.reset()  # a fresh request: nothing of the previous one is reused
+    llm.set_seed(seed)
+    start = time.perf_counter()
+    first, n = None, 0
+    for _ in llm.create_completion(prompt, max_tokens=tokens, temperature=temperature, top_p=1.0, top_k=0,
+                                   min_p=0.0, repeat_penalty=1.0, stream=True):
+        n += 1
+        if first is None:
+            first = time.perf_counter() - start
+    return n, first or 0.0, time.perf_counter() - start
+
+
+def measure_bare(gguf: str, tokenizer: Any, tokens: int, repeats: int, context: int) -> dict:
+    import llama_cpp
+
+    threads = cpu_count()
+    llm = llama_cpp.Llama(model_path=gguf, n_ctx=context, n_threads=threads, n_threads_batch=threads, verbose=False)
+    prompt = stream_prompts(tokenizer, 1)[0]
+
+    def decode() -> float:
+        n, first, total = bare_generate(llm, prompt, tokens, temperature=0.0, seed=0)
+        return (n - 1) / (total - first)
+
+    decode()
+    result = {"decode_tok_s": statistics.median([decode() for _ in range(repeats)])}
+    for n in (8, 32):
+        start = time.perf_counter()
+        made = sum(bare_generate(llm, p, tokens // 2, temperature=1.0, seed=i)[0]
+                   for i, p in enumerate(stream_prompts(tokenizer, n)))
+        result[f"streams_{n}_tok_s"] = made / (time.perf_counter() - start)
+    long_ids = long_prompts(tokenizer, repeats)
+    result["ttft_1k_s"] = statistics.median([bare_generate(llm, ids, 1, temperature=0.0, seed=0)[1] for ids in long_ids])
+    result["ttft_prompt_tokens"] = len(long_ids[0])
+    return result
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, dict]) -> str:
+    rows = [("decode tok/s, batch 1", "decode_tok_s", "{:.1f}"), ("aggregate tok/s, 8 streams", "streams_8_tok_s", "{:.1f}"),
+            ("aggregate tok/s, 32 streams", "streams_32_tok_s", "{:.1f}"), ("time to first token, 1k prompt (s)", "ttft_1k_s", "{:.2f}"),
+            ("demo question end to end (s)", "demo_question_s", "{:.2f}")]
+    names = list(results)
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, key, fmt in rows:
+        cells = [fmt.format(results[n][key]) if key in results[n] else "n/a" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    model = resolve_model(None)
+    gguf = str(exported_gguf_path(model, args.type))
+    tools = default_tools(search_backend="bm25")
+    results: dict[str, dict] = {}
+    try:
+        transformers = TransformersBackend.from_pretrained(model, max_slots=32, context_length=args.context)
+        try:
+            results["transformers fp32"] = await measure_ours(transformers, transformers.tokenizer, tools, args.tokens, args.repeats)
+        finally:
+            await transformers.aclose()
+        del transformers
+        ours = LlamaCppBackend.from_pretrained(model, gguf_type=args.type, max_slots=32, context_length=args.context)
+        try:
+            results[f"ours llamacpp {args.type}"] = await measure_ours(ours, ours.tokenizer, tools, args.tokens, args.repeats)
+            tokenizer = ours.tokenizer
+        finally:
+            await ours.aclose()
+        results[f"bare llama-cpp-python {args.type}"] = measure_bare(gguf, tokenizer, args.tokens, args.repeats, args.context)
+    finally:
+        await tools.aclose()
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--type", default="q8_0", choices=("f32", "f16", "q8_0"), help="the GGUF export's tensor type")
+    p.add_argument("--tokens", type=int, default=128, help="new tokens at batch 1 (half that per stream)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--context", type=int, default=2048)
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args()
+    results = asyncio.run(main_async(args))
+    ours, bare, hf = (results[k] for k in (f"ours llamacpp {args.type}", f"bare llama-cpp-python {args.type}", "transformers fp32"))
+    print(table(results))
+    print(f"\nbatch 1: ours / bare = {ours['decode_tok_s'] / bare['decode_tok_s']:.2f}x (target >= 0.9), "
+          f"ours / transformers = {ours['decode_tok_s'] / hf['decode_tok_s']:.2f}x (target >= 5)")
+    for n in (8, 32):
+        key = f"streams_{n}_tok_s"
+        print(f"{n} streams: ours / transformers = {ours[key] / hf[key]:.2f}x, ours / bare = {ours[key] / bare[key]:.2f}x")
+    print(f"demo question: transformers {hf['demo_answer']!r} with {hf['demo_tool_calls']} tool call(s), "
+          f"ours {ours['demo_answer']!r} with {ours['demo_tool_calls']} tool call(s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
