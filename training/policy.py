@@ -35,7 +35,7 @@ def load_policy(name: str, *, dtype: Any, continue_adapter: bool = False) -> tup
     """
     from transformers import AutoTokenizer
 
-    from agent_runtime.models.resolve import is_adapter_dir, load_causal_lm, resolve_model
+    from agent_runtime.models.resolve import adapter_base, is_adapter_dir, load_causal_lm, resolve_model
 
     if "/" not in name and not Path(name).expanduser().exists():
         # An alias (`tiny`, `smollm2-135m-instruct`) names a model made on this machine, never a hub
@@ -44,10 +44,9 @@ def load_policy(name: str, *, dtype: Any, continue_adapter: bool = False) -> tup
         warnings.filterwarnings("ignore", message=f"Could not find a config file in {name}")
     path = resolve_model(name)
     if continue_adapter and is_adapter_dir(path):
-        from peft import PeftConfig, PeftModel
+        from peft import PeftModel
 
-        base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
-        base, tokenizer = load_policy(base_name, dtype=dtype)
+        base, tokenizer = load_policy(adapter_base(path), dtype=dtype)
         model = PeftModel.from_pretrained(base, path, is_trainable=True)
         tokenizer = AutoTokenizer.from_pretrained(path) if Path(path, "tokenizer_config.json").is_file() else tokenizer
     else:

@@ -206,12 +206,10 @@ def train_sft(records: list[dict[str, Any]], *, model_name: str, output_dir: Pat
     from training.policy import bf16_compute, load_policy
 
     on_gpu = torch.cuda.is_available()
-    from agent_runtime.models.resolve import is_adapter_dir, resolve_model
-
     # A LoRA adapter given as the model goes on training in that same adapter (its rank and targets):
     # one adapter ships, as when TAPO continues the SFT adapter.
-    go_on = lora and is_adapter_dir(resolve_model(model_name))
-    model, tokenizer = load_policy(model_name, dtype=torch.bfloat16 if on_gpu else torch.float32, continue_adapter=go_on)
+    model, tokenizer = load_policy(model_name, dtype=torch.bfloat16 if on_gpu else torch.float32, continue_adapter=lora)
+    go_on = hasattr(model, "peft_config")
     dataset = sft_dataset(records, tokenizer, protocol, max_length=max_length)
     log.info("SFT on %d trajectories%s", len(dataset), f", going on in the adapter {model_name}" if go_on else "")
     peft_config = None
