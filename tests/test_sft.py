@@ -176,6 +176,14 @@ def test_no_usable_data_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no trajectories to train on" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("flag", ["--save-steps", "--batch-size", "--limit"])
+def test_a_count_below_one_is_a_clear_error(flag: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "training.sft", "--data", "x.jsonl", "--output-dir", str(tmp_path),
+                           flag, "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"{flag}: must be at least 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_the_shared_prefix_loss_equals_the_plain_loss_and_its_gradients(tiny_tokenizer, tiny_path) -> None:
     from transformers import AutoModelForCausalLM
 

@@ -279,13 +279,20 @@ def _prefix_sharing_trainer_class() -> type:
     return PrefixSharingSFTTrainer
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.sft", description=__doc__.splitlines()[0])
     p.add_argument("--data", action="append", default=[], help="trajectory JSONL (repeatable)")
     p.add_argument("--teacher", help="OpenAI-compatible completions URL of a teacher running our protocol")
     p.add_argument("--teacher-model", help="the teacher's tokenizer (a --model name); default: --model")
     p.add_argument("--tasks", help="task rows for the teacher (JSONL/parquet)")
-    p.add_argument("--samples", type=int, default=4, help="teacher samples per task")
+    p.add_argument("--samples", type=_positive_int, default=4, help="teacher samples per task")
     p.add_argument("--teacher-temperature", type=float, default=1.0)
     p.add_argument("--search-backend", default="bm25")
     p.add_argument("--search-index")
@@ -293,21 +300,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--protocol", default="tapo")
     p.add_argument("--all", action="store_true", help="train on every trajectory, not only correct ones")
-    p.add_argument("--limit", type=int, help="train on the first N usable trajectories")
+    p.add_argument("--limit", type=_positive_int, help="train on the first N usable trajectories")
     p.add_argument("--no-lora", action="store_true", help="train all weights")
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--lora-r", type=_positive_int, default=16)
+    p.add_argument("--lora-alpha", type=_positive_int, default=32)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--learning-rate", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--compute", choices=("auto", "bf16", "fp32"), default="auto",
                    help="bf16 autocast or fp32; auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--grad-accum", type=_positive_int, default=1)
+    p.add_argument("--max-length", type=_positive_int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-to", default="none")
-    p.add_argument("--save-steps", type=int, help="a checkpoint every N steps (default: each epoch)")
+    p.add_argument("--save-steps", type=_positive_int, help="a checkpoint every N steps (default: each epoch)")
     p.add_argument("--resume", action="store_true", help="go on from the newest checkpoint in --output-dir")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
