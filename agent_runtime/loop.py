@@ -16,11 +16,14 @@ from agent_runtime.backends.base import Backend, GenerationChunk, PromptTooLongE
 from agent_runtime.budget import Budget
 from agent_runtime.detok import IncrementalDetokenizer
 from agent_runtime.events import Answer, Done, Event, Injected, Token, ToolCall, ToolResult
+from agent_runtime.functions import CallError, Function, FunctionCall, builtin_functions, parse_call
 from agent_runtime.parser import Segment, SegmentKind, StreamParser, answer_segment
 from agent_runtime.plain_text import encode_plain
 from agent_runtime.protocol import TAPO, BlockRole, Protocol, last_boxed
-from agent_runtime.tools import ToolRegistry
-from agent_runtime.trajectory import AgentFinishReason, FinishReason, ToolCallRecord, Trajectory
+from agent_runtime.tool_turns import ToolTurnRenderer
+from agent_runtime.tools import ToolOutput, ToolRegistry
+from agent_runtime.tools import ToolResult as ToolRun
+from agent_runtime.trajectory import AgentFinishReason, ClientCall, FinishReason, ToolCallRecord, Trajectory
 from agent_runtime.truncation import truncate_middle
 
 
@@ -51,6 +54,8 @@ def enabled_tool_names(protocol: Protocol, tools: ToolRegistry, enabled: Sequenc
 def _final_answer(protocol: Protocol, segments: list[Segment], turn_text: str) -> str | None:
     if protocol.boxed_answer:
         return last_boxed(turn_text)
+    if protocol.function_calling:  # the turn's plain text is the answer
+        return "".join(s.text for s in segments if s.kind is SegmentKind.PLAIN).strip() or None
     seg = answer_segment(segments)
     return seg.text.strip() if seg is not None else None
 
@@ -65,12 +70,16 @@ async def run(
     sampling: SamplingParams = SamplingParams(),
     enabled_tools: Sequence[str] | None = None,
     stop: Sequence[str] = (),
+    functions: Sequence[Function] | None = None,
 ) -> AsyncIterator[Event]:
     """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
 
     Closing the generator (or cancelling the task that iterates it) stops generation and cancels
     a running tool call. A prompt that leaves no room to generate raises :class:`PromptTooLongError`.
     ``stop``: the caller's own stop strings; one of them ends the trajectory (``stop_sequence``).
+    ``functions``: what a function-calling protocol's model was offered (default: the built-in
+    functions of the enabled tools); a call to one that no registry tool runs (a client's function)
+    ends the trajectory with ``finish_reason="tool_calls"`` and the calls in ``client_calls``.
     """
     if len(prompt_ids) >= backend.info.context_length:
         raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
@@ -83,14 +92,21 @@ async def run(
     started = time.monotonic()
     deadline = started + budget.wall_clock_s if budget.wall_clock_s is not None else None
     calls_used = 0  # tool calls and invalid actions, against budget.max_tool_calls
+    offered: dict[str, Function] = {}
+    if protocol.function_calling:
+        offered = {f.name: f for f in (builtin_functions(enabled) if functions is None else functions)}
+        tool_turns = ToolTurnRenderer(tokenizer, tokenizer.eos_token)
+
+    def inject_ids(ids: list[int]) -> str:
+        traj.append(ids, model=False)
+        shown = detok.add(ids)
+        traj.text += shown
+        return shown
 
     def inject(text: str) -> tuple[str, list[int]]:
         # Tool output is not ours: a "<|im_end|>" it prints must stay text, never end the turn.
         ids = encode_plain(tokenizer, text)
-        traj.append(ids, model=False)
-        shown = detok.add(ids)
-        traj.text += shown
-        return shown, ids
+        return inject_ids(ids), ids
 
     ending: tuple[FinishReason, AgentFinishReason]
     while True:
@@ -126,10 +142,10 @@ async def run(
                 for event in parser.feed(text):
                     if isinstance(event, Segment):
                         segments.append(event)
-                        if first_action is None and _is_action(event, enabled):
+                        if first_action is None and _is_action(event, enabled, protocol):
                             first_action = event
                 finish_reason = chunk.finish_reason
-                if first_action is not None and first_action.block.role is BlockRole.TOOL:
+                if first_action is not None and first_action.block.role is BlockRole.TOOL and not protocol.function_calling:
                     finish_reason = finish_reason or "stop"  # the call is complete: stop here
                 if finish_reason is not None:
                     break
@@ -142,7 +158,57 @@ async def run(
         traj.turns += 1
         segments.extend(e for e in parser.close() if isinstance(e, Segment))
 
-        if first_action is not None and first_action.block.role is BlockRole.TOOL:
+        user_stopped = finish_reason == "stop" and chunk is not None and chunk.stop_str in user_stops
+        call_segments = _call_segments(protocol, segments) if finish_reason == "eos" else []
+        if call_segments:
+            # Function calling: the model ended its turn after one or more calls. Built-in and MCP
+            # calls run together and come back as one tool turn; a client's function ends the trajectory.
+            parsed = [parse_call(seg.text, offered) if seg.kind is SegmentKind.BLOCK else
+                      CallError("", f"Error: the call was not closed with {seg.block.close}.", seg.text)
+                      for seg in call_segments]
+            client = [p for p in parsed if isinstance(p, FunctionCall) and not p.function.runs_here]
+            if client:
+                traj.client_calls = [ClientCall(f"call_{len(traj.tool_calls) + i}", p.name, p.arguments_json)
+                                     for i, p in enumerate(client)]
+                ending = ("tool_calls", "client_tool")
+                break
+            if calls_used >= budget.max_tool_calls:
+                ending = ("stop", "tool_budget")
+                break
+            first_index = len(traj.tool_calls)
+            starts = []
+            for i, p in enumerate(parsed):
+                name, argument = _call_name_argument(p)
+                starts.append((name, argument))
+                yield ToolCall(f"call_{first_index + i}", first_index + i, name, argument)
+            timeout = budget.tool_timeout_s
+            if deadline is not None:
+                timeout = min(timeout or float("inf"), max(0.0, deadline - time.monotonic()))
+            allowed = budget.max_tool_calls - calls_used
+            runs = await asyncio.gather(*(
+                _run_call(p, tools, timeout, over_budget=i >= allowed) for i, p in enumerate(parsed)))
+            calls_used += len(parsed)
+            traj.invalid_actions += sum(isinstance(p, CallError) for p in parsed)
+            for r in runs:
+                traj.tool_seconds += r.seconds
+            cut = deadline is not None and time.monotonic() >= deadline
+            texts = [truncate_middle(r.output.text, tokenizer, budget.max_tool_output_tokens) for r in runs]
+            ids = [] if cut else tool_turns.ids(texts)
+            sizes = [0 if cut else len(encode_plain(tokenizer, t)) for t in texts]
+            if not cut:
+                sizes[0] += len(ids) - sum(sizes)  # the template's own tokens count with the first call
+            for i, ((name, argument), r, size) in enumerate(zip(starts, runs, sizes)):
+                out = replace(r.output, ok=False) if cut else r.output
+                traj.tool_calls.append(ToolCallRecord(first_index + i, name, argument, out.text, out.ok, r.seconds,
+                                                      size, out.hits))
+                yield ToolResult(f"call_{first_index + i}", first_index + i, name, out, r.seconds, size)
+            if cut:
+                ending = ("stop", "wall_clock")
+                break
+            yield Injected(inject_ids(ids), ids, "observation")
+            continue
+
+        if first_action is not None and first_action.block.role is BlockRole.TOOL and not protocol.function_calling:
             if calls_used >= budget.max_tool_calls:
                 ending = ("stop", "tool_budget")
                 break
@@ -174,7 +240,7 @@ async def run(
             continue
 
         answer = _final_answer(protocol, segments, turn_text)
-        if finish_reason == "stop" and chunk is not None and chunk.stop_str in user_stops:
+        if user_stopped:
             traj.answer = answer
             ending = ("stop", "stop_sequence")
         elif finish_reason == "length":
@@ -187,7 +253,8 @@ async def run(
             # protocol stop string) never reached it, so it is an invalid action like any broken turn.
             traj.answer = answer
             ending = ("stop", "answer")
-        elif finish_reason == "stop" or any(s.kind is SegmentKind.MALFORMED for s in segments):
+        elif not protocol.function_calling and (
+                finish_reason == "stop" or any(s.kind is SegmentKind.MALFORMED for s in segments)):
             # A stop string outside a tool block, or broken tags: answered in-band, as TAPO does.
             if calls_used >= budget.max_tool_calls:
                 ending = ("stop", "invalid")
@@ -212,11 +279,39 @@ async def run(
     yield Done(*ending, traj.usage, traj)
 
 
-def _is_action(segment: Segment, enabled: tuple[str, ...]) -> bool:
+def _is_action(segment: Segment, enabled: tuple[str, ...], protocol: Protocol) -> bool:
     if segment.kind is not SegmentKind.BLOCK:
         return False
     role = segment.block.role
-    return role is BlockRole.ANSWER or (role is BlockRole.TOOL and segment.block.name in enabled)
+    return role is BlockRole.ANSWER or (role is BlockRole.TOOL and (protocol.function_calling or segment.block.name in enabled))
+
+
+def _call_segments(protocol: Protocol, segments: list[Segment]) -> list[Segment]:
+    """A function-calling turn's calls, the broken ones (an unclosed or stray marker) included."""
+    call = protocol.call_block
+    if call is None:
+        return []
+    return [s for s in segments if s.block is call and s.kind in (SegmentKind.BLOCK, SegmentKind.MALFORMED)]
+
+
+def _call_name_argument(call: FunctionCall | CallError) -> tuple[str, str]:
+    """How a call is recorded and shown: a built-in tool by its registry name and its one argument
+    (as the tag protocols record it), anything else by its function name and JSON arguments."""
+    if isinstance(call, CallError):
+        return call.name or "invalid", call.raw
+    if call.function.argument is not None and call.function.tool is not None:
+        return call.function.tool, call.function.tool_argument(call.arguments)
+    return call.name, call.arguments_json
+
+
+async def _run_call(call: FunctionCall | CallError, tools: ToolRegistry, timeout: float | None, *,
+                    over_budget: bool) -> ToolRun:
+    if isinstance(call, CallError):
+        return ToolRun(call.name, ToolOutput(call.message, ok=False), 0.0)
+    if over_budget:
+        return ToolRun(call.name, ToolOutput(f"[Failed] The limit of tool calls is reached; {call.name} was not run.",
+                                             ok=False), 0.0)
+    return await tools.call(call.function.tool, call.function.tool_argument(call.arguments), timeout=timeout)
 
 
 async def run_to_end(prompt_ids: Sequence[int], backend: Backend, tools: ToolRegistry, **kwargs: Any) -> Trajectory:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from agent_runtime.functions import Function, builtin_functions
 from agent_runtime.plain_text import encode_plain, render_template_ids
 from agent_runtime.protocol import Protocol
+from agent_runtime.tool_turns import function_prompt_ids
 
 Message = Mapping[str, Any]
 
@@ -40,11 +42,21 @@ def build_prompt_ids(
     protocol: Protocol,
     messages: Sequence[Message] | str,
     enabled_tools: Sequence[str] | None = None,
+    functions: Sequence[Function] | None = None,
 ) -> list[int]:
-    """Prompt ids for ``messages`` (or a single question), through the chat template when there is one."""
+    """Prompt ids for ``messages`` (or a single question), through the chat template when there is one.
+
+    A function-calling protocol offers ``functions`` (default: the built-in ones of ``enabled_tools``)
+    through the template, and needs one.
+    """
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     tools = protocol.tool_names if enabled_tools is None else tuple(enabled_tools)
+    if protocol.function_calling:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"the {protocol.name} protocol needs a model with a chat template")
+        offered = builtin_functions(tools) if functions is None else functions
+        return function_prompt_ids(tokenizer, messages, offered)
     if getattr(tokenizer, "chat_template", None):
         return render_prompt_ids(tokenizer, protocol_messages(protocol, messages, tools))
     return encode_plain(tokenizer, base_prompt_text(protocol, messages, tools), add_special_tokens=True)

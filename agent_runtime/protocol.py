@@ -43,10 +43,26 @@ class Protocol:
     blocks: tuple[Block, ...]
     observation_template: str  # ``{output}`` is replaced by the tool's text
     boxed_answer: bool = False  # ToRL: the answer is the last ``\boxed{…}`` of the text
+    # Function calling (``hermes``): the model calls named functions with JSON arguments inside its
+    # one tool block, may call several in a turn and ends the turn itself; the chat template renders
+    # the offered functions and the results (:mod:`agent_runtime.tool_turns`); the answer is the
+    # plain text of the last turn. ``function_tools`` are the built-in tools it is offered.
+    function_calling: bool = False
+    function_tools: tuple[str, ...] = ()
 
     @property
     def tool_names(self) -> tuple[str, ...]:
+        """The built-in tools (registry names) this protocol can call."""
+        if self.function_calling:
+            return self.function_tools
         return tuple(b.name for b in self.blocks if b.role is BlockRole.TOOL)
+
+    @property
+    def call_block(self) -> Block | None:
+        """The block a function-calling protocol's calls are written in."""
+        if not self.function_calling:
+            return None
+        return next(b for b in self.blocks if b.role is BlockRole.TOOL)
 
     def block(self, name: str) -> Block:
         for b in self.blocks:
@@ -70,6 +86,8 @@ class Protocol:
 
     def invalid_action_message(self, enabled_tools: Sequence[str]) -> str:
         """Injected in-band after a malformed turn, as TAPO does, so that the model may try again."""
+        if self.function_calling:
+            raise ValueError("a function-calling protocol answers a malformed call as the call's result")
         parts = ["\nMy previous action is invalid."]
         for name in enabled_tools:
             b = self.block(name)
@@ -93,6 +111,11 @@ class Protocol:
         """The final answer in a completion's text (model text only), or ``None``."""
         if self.boxed_answer:
             return last_boxed(text)
+        if self.function_calling:
+            call = self.call_block
+            last = text.rsplit(call.close, 1)[-1] if call.close in text else text
+            last = re.sub(r"<think>.*?</think>", "", last, flags=re.DOTALL)
+            return last.strip() or None
         a = self.block("answer")
         matches = re.findall(re.escape(a.open) + r"(.*?)" + re.escape(a.close), text, flags=re.DOTALL)
         return matches[-1].strip() if matches else None
@@ -165,7 +188,12 @@ def _torl_prompt(tools: tuple[str, ...]) -> str:
     return text + " Put the final answer in \\boxed{}."
 
 
-_SYSTEM_PROMPTS = {"tapo": _tapo_prompt, "search-r1": _search_r1_prompt, "torl": _torl_prompt}
+def _hermes_prompt(tools: tuple[str, ...]) -> str:
+    return ""  # the chat template renders the offered functions into the system turn
+
+
+_SYSTEM_PROMPTS = {"tapo": _tapo_prompt, "search-r1": _search_r1_prompt, "torl": _torl_prompt,
+                   "hermes": _hermes_prompt}
 
 TAPO = Protocol(
     name="tapo",
@@ -200,7 +228,20 @@ TORL = Protocol(
     boxed_answer=True,
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (TAPO, SEARCH_R1, TORL)}
+# The function-calling format of Qwen2.5/Qwen3 and Hermes models: ``<tool_call>{"name": …,
+# "arguments": {…}}</tool_call>``, the results in the template's tool turn.
+HERMES = Protocol(
+    name="hermes",
+    blocks=(
+        Block("think", "<think>", "</think>", BlockRole.REASONING),
+        Block("tool_call", "<tool_call>", "</tool_call>", BlockRole.TOOL),
+    ),
+    observation_template="{output}",
+    function_calling=True,
+    function_tools=("search", "code"),
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (TAPO, SEARCH_R1, TORL, HERMES)}
 
 
 def get_protocol(name: str) -> Protocol:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 # Why the agent stopped, beyond the OpenAI-style finish reason.
 AgentFinishReason = Literal[
     "answer",  # a final answer, then the end-of-turn token
@@ -18,6 +18,7 @@ AgentFinishReason = Literal[
     "wall_clock",  # the time budget
     "stop_sequence",  # one of the caller's stop strings
     "abort",  # the engine gave up
+    "client_tool",  # called one of the client's functions: the calls go back to the client
 ]
 
 
@@ -31,6 +32,15 @@ class ToolCallRecord:
     seconds: float
     injected_tokens: int
     hits: list[dict[str, Any]] = field(default_factory=list)  # search results, as the tool gave them
+
+
+@dataclass(frozen=True)
+class ClientCall:
+    """A call to one of the client's functions: never run here, returned as an OpenAI tool call."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text of the arguments object
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Trajectory:
     mask: list[int] = field(default_factory=list)
     logprobs: list[float | None] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    client_calls: list[ClientCall] = field(default_factory=list)
     text: str = ""
     answer: str | None = None
     finish_reason: FinishReason = "stop"

@@ -100,8 +100,10 @@ def assistant_history_text(protocol: Protocol, text: str) -> str:
     """Drop reasoning and tool blocks from an earlier reply; present its answer as the protocol does."""
     if protocol.boxed_answer:
         return text
-    answer = protocol.block("answer")
     segments = parse(protocol, text)
+    if protocol.function_calling:  # the reply's plain text is its answer
+        return "".join(s.text for s in segments if s.kind is SegmentKind.PLAIN).strip()
+    answer = protocol.block("answer")
     answers = [s.text.strip() for s in segments if s.kind is SegmentKind.BLOCK and s.block.role is BlockRole.ANSWER]
     plain = "".join(s.text for s in segments if s.kind is SegmentKind.PLAIN).strip()
     body = answers[-1] if answers else plain

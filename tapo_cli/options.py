@@ -18,7 +18,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="auto, transformers, llamacpp (GGUF on CPU; the [llamacpp] extra), vllm or remote.")]
 EngineUrlOpt = Annotated[Optional[str], typer.Option("--engine-url", help="OpenAI-compatible server for --engine remote.")]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", help="tapo, search-r1 or torl.")]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help="tapo, search-r1, torl or hermes (function calling through the chat template).")]
 MaxToolCallsOpt = Annotated[int, typer.Option("--max-tool-calls", min=0, help="Tool calls before the final turn.")]
 SearchBackendOpt = Annotated[str, typer.Option("--search-backend", help="bm25, retriever, searxng, serper or none.")]
 SearchIndexOpt = Annotated[Optional[Path], typer.Option(
