@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import jsonschema
 
+from agent_runtime.protocol import Protocol
+
 
 @dataclass(frozen=True)
 class Function:
@@ -149,3 +151,12 @@ def parse_call(text: str, functions: Mapping[str, Function]) -> FunctionCall | C
         where = "/".join(map(str, first.path))
         return CallError(name, f"Error: invalid arguments for {name}{' at ' + where if where else ''}: {first.message}.", raw)
     return FunctionCall(function, arguments)
+
+
+def forced_call_prefix(protocol: Protocol, name: str | None = None) -> str:
+    """The text a turn is made to start with so that it calls a function (``tool_choice``
+    ``required``), or the function ``name``: the model writes only what follows."""
+    opening = f"{protocol.call_block.open}\n"
+    if name is None:
+        return opening
+    return opening + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": '

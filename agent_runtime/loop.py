@@ -71,6 +71,7 @@ async def run(
     enabled_tools: Sequence[str] | None = None,
     stop: Sequence[str] = (),
     functions: Sequence[Function] | None = None,
+    prefill: str = "",
 ) -> AsyncIterator[Event]:
     """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
 
@@ -80,6 +81,8 @@ async def run(
     ``functions``: what a function-calling protocol's model was offered (default: the built-in
     functions of the enabled tools); a call to one that no registry tool runs (a client's function)
     ends the trajectory with ``finish_reason="tool_calls"`` and the calls in ``client_calls``.
+    ``prefill``: text the first turn is forced to start with (a function call that ``tool_choice``
+    demands); its tokens count as the model's, without logprobs.
     """
     if len(prompt_ids) >= backend.info.context_length:
         raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
@@ -131,6 +134,15 @@ async def run(
         chunk = None
         finish_reason = None
         turn_started = time.monotonic()
+        if prefill and traj.turns == 0:
+            forced = encode_plain(tokenizer, prefill)
+            traj.append(forced, model=True)
+            text = detok.add(forced)
+            traj.text += text
+            turn_text += text
+            yield Token(text, forced)
+            segments += [e for e in parser.feed(text) if isinstance(e, Segment)]
+            params = replace(params, max_tokens=max(1, params.max_tokens - len(forced)))
         stream = backend.generate(traj.prompt_ids + traj.completion_ids, params)
         try:
             while (chunk := await _next_chunk(stream, deadline)) is not None:

@@ -18,6 +18,14 @@ from starlette.background import BackgroundTask
 from agent_runtime.backends.base import PromptTooLongError, SamplingParams
 from agent_runtime.budget import Budget
 from agent_runtime.events import Done, Event, Token, ToolResult
+from agent_runtime.functions import (
+    Function,
+    FunctionSchemaError,
+    builtin_functions,
+    client_function,
+    forced_call_prefix,
+    offered_functions,
+)
 from agent_runtime.loop import enabled_tool_names, run
 from agent_runtime.parser import SegmentKind, parse
 from agent_runtime.prompts import build_prompt_ids
@@ -46,6 +54,9 @@ class ChatPlan:
     stops: list[str]
     include_usage: bool
     tokenizer: Any
+    functions: list[Function] | None = None  # offered to a function-calling model
+    prefill: str = ""  # forced start of the first turn (tool_choice)
+    parallel_tool_calls: bool = True
 
 
 def refuse_unsupported(req: ChatCompletionRequest) -> None:
@@ -58,15 +69,9 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
         raise bad_request("top_logprobs is not supported", "top_logprobs")
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise bad_request("only response_format {\"type\": \"text\"} is supported", "response_format")
-    if req.tools or req.functions:
-        raise bad_request(
-            "this server runs its own tools (search, code) inside the agent loop and does not return function "
-            "calls to the client; remove `tools` and choose the server's tools with the `agent` field, e.g. "
-            "{\"agent\": {\"tools\": [\"code\"]}}",
-            "tools" if req.tools else "functions",
-        )
-    if req.tool_choice not in (None, "none", "auto"):
-        raise bad_request("tool_choice is not supported: the server decides tool calls in the agent loop", "tool_choice")
+    if req.functions:
+        raise bad_request("the deprecated `functions` field is not supported: send them as `tools` "
+                          "([{\"type\": \"function\", \"function\": {...}}])", "functions")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(req, name):
             raise bad_request(f"{name} is not supported", name)
@@ -75,8 +80,6 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
         if getattr(req, name) not in (None, *neutral):
             raise bad_request(f"{name} is not supported", name)
     for i, message in enumerate(req.messages):
-        if message.role == "tool":
-            raise bad_request("tool messages are not accepted: the server runs tools itself", f"messages.{i}.role")
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if part.type != "text":
@@ -85,15 +88,32 @@ def refuse_unsupported(req: ChatCompletionRequest) -> None:
 
 
 def history_messages(protocol: Protocol, messages: list[ChatMessage]) -> list[dict]:
-    """The conversation as the model sees it; earlier assistant turns keep only their answer."""
+    """The conversation as the model sees it; earlier assistant turns keep only their answer (and,
+    under a function-calling protocol, their calls of the client's functions)."""
     out = []
     for message in messages:
         role = "system" if message.role == "developer" else message.role
         text = message.text()
         if role == "assistant":
             text = assistant_history_text(protocol, text)
-        out.append({"role": role, "content": text})
+        item: dict[str, Any] = {"role": role, "content": text}
+        if message.tool_calls:
+            item["tool_calls"] = [{"id": c.id, "type": "function",
+                                   "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments)}}
+                                  for c in message.tool_calls]
+        if message.tool_call_id is not None:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
     return out
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as an object where they parse (templates render objects), else the text."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 def assistant_history_text(protocol: Protocol, text: str) -> str:
@@ -127,7 +147,13 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         if unknown:
             raise bad_request(f"unknown tools {unknown}; this server has {list(state.tools.names)}", "agent.tools")
         wanted = tuple(options.tools)
+    if req.web_search_options is not None:
+        if "search" not in state.tools:
+            raise bad_request("this server has no search backend (start it with --search-backend)", "web_search_options")
+        if wanted is not None and "search" not in wanted:
+            wanted = (*wanted, "search")
     tools = enabled_tool_names(protocol, state.tools, wanted)
+    functions, prefill = plan_functions(req, protocol, tools)
     max_tokens = req.max_completion_tokens or req.max_tokens or state.budget.max_total_tokens
     budget = replace(
         state.budget,
@@ -136,7 +162,8 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         max_tokens_per_turn=options.max_tokens_per_turn or state.budget.max_tokens_per_turn,
         wall_clock_s=options.wall_clock_s or state.budget.wall_clock_s,
     )
-    prompt_ids = build_prompt_ids(state.backend.tokenizer, protocol, history_messages(protocol, req.messages), tools)
+    prompt_ids = build_prompt_ids(state.backend.tokenizer, protocol, history_messages(protocol, req.messages), tools,
+                                  functions=functions)
     context = state.backend.info.context_length
     if len(prompt_ids) >= context:
         raise bad_request(
@@ -157,7 +184,55 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         stops=req.stops,
         include_usage=req.include_usage,
         tokenizer=state.backend.tokenizer,
+        functions=functions,
+        prefill=prefill,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
     )
+
+
+def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[str, ...]) -> tuple[list[Function] | None, str]:
+    """The functions offered to a function-calling model, and the text its first turn is forced to
+    start with (``tool_choice`` ``required`` or a named function). Other protocols: no functions, and
+    a 400 for any request that needs them."""
+    if not protocol.function_calling:
+        if req.tools:
+            raise bad_request(
+                f"the {protocol.name} protocol cannot call the client's functions: this server runs its own tools "
+                "(search, code) inside the agent loop; choose them with the `agent` field, e.g. "
+                "{\"agent\": {\"tools\": [\"code\"]}}, or serve a function-calling model with --protocol hermes",
+                "tools")
+        if req.tool_choice not in (None, "none", "auto"):
+            raise bad_request(f"tool_choice {req.tool_choice!r} needs client functions, which the {protocol.name} "
+                              "protocol cannot call", "tool_choice")
+        for i, message in enumerate(req.messages):
+            if message.role == "tool" or message.tool_calls:
+                raise bad_request(f"the {protocol.name} protocol makes no calls of the client's functions, so it "
+                                  "takes no tool messages or tool calls", f"messages.{i}.role")
+        return None, ""
+    client: list[Function] = []
+    for i, spec in enumerate(req.tools or []):
+        try:
+            client.append(client_function(spec))
+        except FunctionSchemaError as exc:
+            raise bad_request(str(exc), f"tools.{i}") from None
+    if req.tool_choice == "none":
+        client = []
+    try:
+        functions = offered_functions(builtin_functions(tools), client)
+    except FunctionSchemaError as exc:
+        raise bad_request(f"{exc}: a client function may not take the name of a built-in tool", "tools") from None
+    choice = req.tool_choice
+    if choice == "required":
+        if not functions:
+            raise bad_request("tool_choice 'required' needs at least one function in `tools`", "tool_choice")
+        return functions, forced_call_prefix(protocol)
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+        if not isinstance(name, str) or name not in {f.name for f in functions}:
+            raise bad_request("tool_choice must name one of the functions in `tools`: "
+                              "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
+        return functions, forced_call_prefix(protocol, name)
+    return functions, ""
 
 
 async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState):
@@ -209,7 +284,8 @@ async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
     metrics.in_flight.inc()
     try:
         async for event in run(plan.prompt_ids, state.backend, state.tools, protocol=plan.protocol,
-                               budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops):
+                               budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops,
+                               functions=plan.functions, prefill=plan.prefill):
             if first_token and isinstance(event, Token) and event.token_ids:
                 metrics.ttft.labels("chat").observe(time.perf_counter() - started)
                 first_token = False
@@ -260,14 +336,17 @@ async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Reque
         done = await task
     except PromptTooLongError as exc:
         raise bad_request(str(exc), "messages", code="context_length_exceeded") from None
+    calls = client_tool_calls(plan, done)
     message = {
         "role": "assistant",
-        "content": builder.content,
+        "content": builder.content or (None if calls else ""),
         "refusal": None,
         "reasoning_content": builder.reasoning,
         "reasoning": builder.reasoning,
         "tool_steps": [s.model_dump() for s in builder.steps.values()],
     }
+    if calls:
+        message["tool_calls"] = calls
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -282,6 +361,16 @@ async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Reque
         }],
         "usage": _usage(done, builder, plan.tokenizer),
     }
+
+
+def client_tool_calls(plan: ChatPlan, done: Done) -> list[dict]:
+    """The reply's calls of the client's functions, as OpenAI ``tool_calls`` (fresh ids, so that ids
+    stay unique across a conversation's turns); one only when ``parallel_tool_calls`` is false."""
+    calls = done.trajectory.client_calls
+    if not plan.parallel_tool_calls:
+        calls = calls[:1]
+    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
 def _chunk(plan: ChatPlan, delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
@@ -310,6 +399,9 @@ async def _stream(plan: ChatPlan, events: AsyncIterator[Event], release) -> Asyn
             for delta in builder.feed(event):
                 yield {"data": _chunk(plan, _delta_body(delta))}
             if isinstance(event, Done):
+                calls = client_tool_calls(plan, event)
+                if calls:  # OpenAI's indexed deltas, each call whole
+                    yield {"data": _chunk(plan, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})}
                 yield {"data": _chunk(plan, {}, event.finish_reason, agent_finish_reason=event.agent_finish_reason)}
                 if plan.include_usage:
                     yield {"data": json.dumps({

@@ -20,10 +20,25 @@ class ContentPart(_Lenient):
     text: str | None = None
 
 
+class CalledFunction(_Lenient):
+    name: str
+    arguments: str = ""  # JSON text, as OpenAI sends it
+
+
+class MessageToolCall(_Lenient):
+    """A call the assistant made in an earlier turn, sent back by the client with its result."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # assistant messages
+    tool_call_id: str | None = None  # tool messages
 
     def text(self) -> str:
         """The message's text; parts other than text are refused by the caller before this."""
@@ -110,8 +125,10 @@ class ChatCompletionRequest(_GenerationRequest):
     top_logprobs: int | None = None
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[dict[str, Any]] | None = None
+    web_search_options: dict[str, Any] | None = None  # present: the built-in search is on
     agent: AgentOptions = Field(default_factory=AgentOptions)
 
 
