@@ -1,7 +1,7 @@
 """How ``/v1/chat/completions`` carries the client's functions under ``--protocol hermes``: the request
 fields, the OpenAI ``tool_calls`` of a reply (whole and streamed), tool results sent back, ``tool_choice``.
 
-A real uvicorn serves scripted model turns (the fixture's tokenizer, built without a model), so that
+A real uvicorn serves scripted model turns (the tiny fixture's tokenizer), so that
 each shape is reproducible; the built-in tool is a real function. What a trained function-calling
 model does with the same requests is tested in ``test_function_serving.py``.
 """
@@ -42,10 +42,8 @@ def call(name: str, **arguments) -> str:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from agent_runtime.models.tiny import build_tokenizer
-
-    return build_tokenizer()
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @contextlib.contextmanager

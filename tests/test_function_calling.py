@@ -1,6 +1,6 @@
 """The hermes function-calling protocol: call parsing, template rendering, and the loop's bookkeeping.
 
-Model turns are scripted (the tokenizer is the tiny fixture's, built without its model), tools are
+Model turns are scripted (the tokenizer is the tiny fixture's), tools are
 real functions; what a trained function-calling model does is tested on the fixture model.
 """
 
@@ -37,10 +37,8 @@ WEATHER = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from agent_runtime.models.tiny import build_tokenizer
-
-    return build_tokenizer()
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def call_text(name: str, arguments: dict) -> str:
