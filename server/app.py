@@ -25,7 +25,7 @@ log = logging.getLogger("server.access")
 def create_app(state: ServerState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        await state.tools.astart()
+        await state.start()
         yield
         await state.aclose()  # sandbox workers and the engine go with the server
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from agent_runtime.backends import make_backend
 from agent_runtime.budget import Budget
+from agent_runtime.mcp_tools import McpServers
 from agent_runtime.models.resolve import resolve_model
 from agent_runtime.protocol import get_protocol
 from agent_runtime.toolset import default_tools
@@ -53,8 +55,15 @@ def build_state(
     api_key: str | None = None,
     max_concurrency: int = 32,
     unsafe_unsandboxed: bool = False,
+    mcp: Sequence[str] = (),
+    mcp_timeout: float = 60.0,
 ) -> ServerState:
+    """The server's state; the ``mcp`` servers connect when it starts (:meth:`ServerState.start`)."""
     proto = get_protocol(protocol)
+    if mcp and not proto.function_calling:
+        raise ValueError(f"--mcp offers the MCP servers' tools as functions, which the {proto.name} protocol cannot "
+                         "call: serve a function-calling model with --protocol hermes")
+    servers = McpServers(mcp, call_timeout=mcp_timeout) if mcp else None
     budget = Budget(max_tool_calls=max_tool_calls, max_total_tokens=max_tokens)
     tools = default_tools(search_backend=search_backend, search_index=search_index, search_url=search_url,
                           unsafe_unsandboxed=unsafe_unsandboxed)
@@ -62,7 +71,7 @@ def build_state(
     backend = make_backend(resolved, engine, engine_url)
     state = ServerState(
         backend=backend, tools=tools, model_name=served_name(model, resolved), protocol=proto, budget=budget,
-        temperature=temperature, api_key=api_key, max_concurrency=max_concurrency,
+        temperature=temperature, api_key=api_key, max_concurrency=max_concurrency, mcp=servers,
     )
     log.info("serving model=%s engine=%s tools=%s protocol=%s", state.model_name, backend.info.name,
              ",".join(tools.names) or "none", proto.name)

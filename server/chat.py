@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -153,7 +153,8 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         if wanted is not None and "search" not in wanted:
             wanted = (*wanted, "search")
     tools = enabled_tool_names(protocol, state.tools, wanted)
-    functions, prefill = plan_functions(req, protocol, tools)
+    server_functions = [f for f in state.mcp_functions if wanted is None or f.tool in wanted]
+    functions, prefill = plan_functions(req, protocol, tools, server_functions)
     max_tokens = req.max_completion_tokens or req.max_tokens or state.budget.max_total_tokens
     budget = replace(
         state.budget,
@@ -190,10 +191,12 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
     )
 
 
-def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[str, ...]) -> tuple[list[Function] | None, str]:
-    """The functions offered to a function-calling model, and the text its first turn is forced to
-    start with (``tool_choice`` ``required`` or a named function). Other protocols: no functions, and
-    a 400 for any request that needs them."""
+def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[str, ...],
+                   server_functions: Sequence[Function] = ()) -> tuple[list[Function] | None, str]:
+    """The functions offered to a function-calling model (the built-in tools', the MCP servers'
+    ``server_functions``, the client's), and the text its first turn is forced to start with
+    (``tool_choice`` ``required`` or a named function). Other protocols: no functions, and a 400 for
+    any request that needs them."""
     if not protocol.function_calling:
         if req.tools:
             raise bad_request(
@@ -218,9 +221,9 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
     if req.tool_choice == "none":
         client = []
     try:
-        functions = offered_functions(builtin_functions(tools), client)
+        functions = offered_functions([*builtin_functions(tools), *server_functions], client)
     except FunctionSchemaError as exc:
-        raise bad_request(f"{exc}: a client function may not take the name of a built-in tool", "tools") from None
+        raise bad_request(f"{exc}: a client function may not take the name of one of the server's tools", "tools") from None
     choice = req.tool_choice
     if choice == "required":
         if not functions:

@@ -7,6 +7,8 @@ from typing import Any
 
 from agent_runtime.backends.base import Backend
 from agent_runtime.budget import Budget
+from agent_runtime.functions import Function
+from agent_runtime.mcp_tools import McpServers
 from agent_runtime.protocol import TAPO, Protocol
 from agent_runtime.tools import ToolRegistry
 from server.errors import APIError
@@ -27,6 +29,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     limiter: ConcurrencyLimiter = field(init=False)
     extra_info: dict[str, Any] = field(default_factory=dict)
+    mcp: McpServers | None = None  # connected by start(); their tools join ``tools``
+    _started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.limiter = ConcurrencyLimiter(self.max_concurrency)
@@ -37,6 +41,24 @@ class ServerState:
             raise APIError(404, f"the model {name!r} does not exist; this server serves {self.model_name!r}",
                            type="not_found_error", param="model", code="model_not_found")
 
+    @property
+    def mcp_functions(self) -> list[Function]:
+        """The MCP servers' tools, as functions a function-calling model is offered."""
+        return self.mcp.functions if self.mcp is not None else []
+
+    async def start(self) -> None:
+        """Warm the tools and connect the MCP servers (``McpStartError`` if one cannot be reached).
+        ``tapo serve`` calls it before it listens, so that a bad ``--mcp`` is one line of error; the
+        app's start-up calls it too, which then finds nothing left to do."""
+        if self._started:
+            return
+        await self.tools.astart()
+        if self.mcp is not None and not self.mcp.connected:
+            await self.mcp.connect(self.tools)
+        self._started = True
+
     async def aclose(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.tools.aclose()
         await self.backend.aclose()

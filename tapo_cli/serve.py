@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Optional
 
 import typer
@@ -28,6 +29,10 @@ def serve(
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Requests at once; more get 503.")] = 32,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default model-token cap per reply.")] = 2048,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Default when a request has none.")] = 0.0,
+    mcp: Annotated[Optional[list[str]], typer.Option(
+        "--mcp", metavar="SERVER", help="An MCP server whose tools the model may call: a command line (stdio) or an http(s):// URL "
+                      "(streamable HTTP). Repeatable; needs a function-calling protocol (--protocol hermes).")] = None,
+    mcp_timeout: Annotated[float, typer.Option("--mcp-timeout", min=0.1, help="Seconds an MCP tool call may take.")] = 60.0,
 ) -> None:
     """Serve the OpenAI-compatible API; the agent loop runs server-side."""
     import uvicorn
@@ -42,7 +47,8 @@ def serve(
         state = build_state(
             model=model, engine=engine, engine_url=engine_url, protocol=protocol, search_backend=search_backend,
             search_index=search_index, search_url=search_url, max_tool_calls=max_tool_calls, max_tokens=max_tokens,
-            temperature=temperature, api_key=api_key, max_concurrency=max_concurrency,
+            temperature=temperature, api_key=api_key, max_concurrency=max_concurrency, mcp=mcp or (),
+            mcp_timeout=mcp_timeout,
         )
     except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
         fail(str(exc))
@@ -56,11 +62,25 @@ def serve(
         api = mount_page(api, f"{url_host(host, connect=True)}:{port}/v1", model=state.model_name,
                          protocol=protocol, max_tool_calls=max_tool_calls, key_required=api_key is not None,
                          concurrency=max_concurrency)
-        err.print(f"demo page on {base}/ ; API on {base}/v1 (model {state.model_name})", highlight=False,
-                  soft_wrap=True)
+        banner = f"demo page on {base}/ ; API on {base}/v1 (model {state.model_name})"
     else:
-        err.print(f"serving {state.model_name} on {base}/v1 (OpenAI-compatible)", highlight=False, soft_wrap=True)
-    uvicorn.run(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+        banner = f"serving {state.model_name} on {base}/v1 (OpenAI-compatible)"
+    config = uvicorn.Config(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    asyncio.run(_serve(state, uvicorn.Server(config), banner))
+
+
+async def _serve(state, server, banner: str) -> None:
+    """Start the tools (MCP servers connected, their tools listed) before listening, in the loop that
+    serves: a server that cannot be reached is one line of error, not a traceback from start-up."""
+    from agent_runtime.mcp_tools import McpStartError
+
+    try:
+        await state.start()
+    except McpStartError as exc:
+        await state.aclose()
+        fail(str(exc))
+    err.print(banner, highlight=False, soft_wrap=True)
+    await server.serve()
 
 
 def url_host(host: str, *, connect: bool = False) -> str:
