@@ -409,3 +409,28 @@ def test_tapo_reward_other_sources_and_protocols():
     r = _reward(torl, gt="4", source="gsm8k", protocol=TORL)
     assert (r.total, r.tool_calls, r.answer) == (1.0, 1, "4")
     assert _reward("no box", gt="4", source="gsm8k", protocol=TORL).total == -1.0
+
+
+# ------------------------------------------------------------------ function calling (hermes)
+
+
+def test_a_function_calling_trajectory_is_scored_on_the_loops_reading():
+    from agent_runtime.protocol import HERMES
+    from training.rewards import function_call_reward, function_call_well_formed
+    from training.scoring import TapoRewardFunction
+
+    def score(answer, finish="answer", invalid=0, source="demo_arith", calls=1):
+        return function_call_reward(answer, ["408"], source, well_formed=function_call_well_formed(finish, invalid),
+                                    model_tokens=10, max_tokens=100, overlong_buffer=10, tool_calls=calls)
+
+    assert score("The answer is 408.").total == 1.0
+    assert score("The answer is 407.").total == 0.0
+    assert score("The answer is 408.", invalid=1).total == -1.0  # a call that did not parse or fit its schema
+    assert score("408", finish="tool_budget").total == -1.0  # ended by the budget, not by an answer
+    assert score("", finish="answer").total == -1.0  # an empty last turn is no answer
+    assert score("Hello!", source="demo_direct", calls=1).correct == 0.0  # direct rows: no tool call allowed
+    reward = TapoRewardFunction(HERMES, max_tokens=100, overlong_buffer=10)
+    totals = reward([None, None], ["x", "y"], [[1], [1]], gold=[["408"], ["408"]], data_source=["demo_arith"] * 2,
+                    final_answer=["The answer is 408.", "408"], agent_finish_reason=["answer", "answer"],
+                    invalid_actions=[0, 2], tool_calls=[1, 3], completion_text=["<tool_call>junk", "junk"])
+    assert totals == [1.0, -1.0]  # the text is not walked as tags: "junk" does not matter

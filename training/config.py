@@ -62,7 +62,7 @@ class ToolsSection(_Section):
 
 
 class AgentSection(_Section):
-    protocol: Literal["tapo", "search-r1", "torl"] = "tapo"
+    protocol: Literal["tapo", "search-r1", "torl", "hermes"] = "tapo"
     max_tool_calls: int = Field(4, ge=0)
     max_response_tokens: int = Field(2048, ge=1)  # model tokens of one trajectory (tool output excluded)
     max_tokens_per_turn: int | None = Field(None, ge=1)  # default: max_response_tokens

@@ -40,7 +40,8 @@ from agent_runtime.protocol import TAPO, Protocol, get_protocol
 from agent_runtime.records import trajectory_record
 from agent_runtime.trajectory import Trajectory
 from training.data import TaskRow
-from training.rewards import RewardBreakdown, format_ok, tapo_reward
+from training.rewards import (RewardBreakdown, format_ok, function_call_reward, function_call_well_formed,
+                              tapo_reward)
 
 __all__ = [
     "PRODUCTIVITY_NOTE",
@@ -68,6 +69,17 @@ def judge(text: str, ground_truth: Any, data_source: str, *, tool_calls: int,
     return tapo_reward(text, ground_truth, data_source, model_tokens=0,
                        max_tokens=1, overlong_buffer=0, overlong_factor=0.0, protocol=protocol,
                        tool_calls=tool_calls)
+
+
+def judge_trajectory(traj: Trajectory, ground_truth: Any, data_source: str, protocol: Protocol = TAPO) -> RewardBreakdown:
+    """:func:`judge` for a finished trajectory: a tag protocol's text, or a function-calling
+    trajectory's final answer and format as the loop read them (:func:`training.rewards.function_call_reward`)."""
+    if not protocol.function_calling:
+        return judge(traj.text, ground_truth, data_source, tool_calls=len(traj.tool_calls), protocol=protocol)
+    return function_call_reward(
+        traj.answer, ground_truth, data_source,
+        well_formed=function_call_well_formed(traj.agent_finish_reason, traj.invalid_actions), model_tokens=0,
+        max_tokens=1, overlong_buffer=0, overlong_factor=0.0, tool_calls=len(traj.tool_calls))
 
 
 def row_question(row: TaskRow) -> str:
@@ -103,8 +115,7 @@ def eval_record(traj: Trajectory, row: TaskRow, index: int, *, protocol: Protoco
     ``extra_info`` (the row's, ``template`` included) and, when the loop could not run the row,
     ``error``.
     """
-    verdict = judge(traj.text, row.ground_truth, row.data_source, tool_calls=len(traj.tool_calls),
-                    protocol=protocol)
+    verdict = judge_trajectory(traj, row.ground_truth, row.data_source, protocol)
     extra: dict[str, Any] = {"format_ok": verdict.format_ok, "seconds": round(traj.wall_seconds, 6),
                              "extra_info": _jsonable(row.extra_info)}
     if error is not None:

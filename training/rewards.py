@@ -57,6 +57,8 @@ __all__ = [
     "exact_match",
     "extract_answer",
     "format_ok",
+    "function_call_reward",
+    "function_call_well_formed",
     "golds_of",
     "math_match",
     "normalize_answer",
@@ -626,9 +628,45 @@ def tapo_reward(
     larger is used. ``demo_direct`` rows are correct only with no tool call.
     """
     segments = _model_segments(text, protocol)
-    fmt = _format_ok_segments(segments, protocol)
-    calls = max(tool_calls, len(parsed_tool_calls(segments)))
-    answer = _answer_of(segments, protocol)
+    return _score(_format_ok_segments(segments, protocol), _answer_of(segments, protocol),
+                  max(tool_calls, len(parsed_tool_calls(segments))), ground_truth, data_source,
+                  model_tokens=model_tokens, max_tokens=max_tokens, overlong_buffer=overlong_buffer,
+                  overlong_factor=overlong_factor, tool_efficiency=tool_efficiency)
+
+
+def function_call_reward(
+    answer: str | None,
+    ground_truth: Any,
+    data_source: str,
+    *,
+    well_formed: bool,
+    model_tokens: int,
+    max_tokens: int,
+    overlong_buffer: int,
+    overlong_factor: float = 1.0,
+    tool_calls: int = 0,
+    tool_efficiency: ToolEfficiency | None = None,
+) -> RewardBreakdown:
+    """TAPO's reward for a function-calling trajectory (``--protocol hermes``), the same terms as
+    :func:`tapo_reward`. Its text cannot be walked as tags: the chat template's tool turns sit between
+    the model's turns, and differ by model. So the loop's own reading is scored: ``answer`` is the last
+    turn's text (no call in it), and the format gate is ``well_formed``: the trajectory ended with that
+    answer and every call parsed and fitted its function's schema (no invalid action).
+    """
+    return _score(well_formed and bool(answer and answer.strip()), answer, tool_calls, ground_truth, data_source,
+                  model_tokens=model_tokens, max_tokens=max_tokens, overlong_buffer=overlong_buffer,
+                  overlong_factor=overlong_factor, tool_efficiency=tool_efficiency)
+
+
+def function_call_well_formed(agent_finish_reason: str | None, invalid_actions: int) -> bool:
+    """The format gate of a function-calling trajectory, from the loop's reading of it: it ended with
+    an answer (not a budget, a length cut or a client's call) and no call was invalid."""
+    return agent_finish_reason == "answer" and invalid_actions == 0
+
+
+def _score(fmt: bool, answer: str | None, calls: int, ground_truth: Any, data_source: str, *, model_tokens: int,
+           max_tokens: int, overlong_buffer: int, overlong_factor: float,
+           tool_efficiency: ToolEfficiency | None) -> RewardBreakdown:
     correct = 0.0
     if fmt:
         correct = correctness(answer, ground_truth, data_source)

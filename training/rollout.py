@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent_runtime.backends.base import Backend, SamplingParams
 from agent_runtime.budget import Budget
-from agent_runtime.loop import rollout
-from agent_runtime.prompts import raw_prompt_ids, render_prompt_ids
+from agent_runtime.loop import enabled_tool_names, rollout
+from agent_runtime.prompts import build_prompt_ids, raw_prompt_ids, render_prompt_ids
 from agent_runtime.protocol import Protocol
 from agent_runtime.tools import ToolRegistry
 from agent_runtime.trajectory import Trajectory
@@ -61,9 +61,15 @@ class BackgroundLoop:
             self.loop.close()
 
 
-def prompt_ids_of(tokenizer: Any, prompt: str | list[dict]) -> list[int]:
-    """Ids of one of TRL's prompts: chat messages through the template, a string as finished text."""
-    return raw_prompt_ids(tokenizer, prompt) if isinstance(prompt, str) else render_prompt_ids(tokenizer, prompt)
+def prompt_ids_of(tokenizer: Any, prompt: str | list[dict], protocol: Protocol | None = None,
+                  tool_names: Sequence[str] = ()) -> list[int]:
+    """Ids of one of TRL's prompts: chat messages through the template, a string as finished text.
+    Under a function-calling protocol the template also offers the functions of ``tool_names``."""
+    if isinstance(prompt, str):
+        return raw_prompt_ids(tokenizer, prompt)
+    if protocol is not None and protocol.function_calling:
+        return build_prompt_ids(tokenizer, protocol, prompt, tool_names)
+    return render_prompt_ids(tokenizer, prompt)
 
 
 def rollout_fields(trajectories: list[Trajectory], pad_id: int) -> dict[str, list]:
@@ -95,6 +101,7 @@ def rollout_fields(trajectories: list[Trajectory], pad_id: int) -> dict[str, lis
         "tool_failures": [t.tool_failures for t in trajectories],
         "final_answer": [t.answer for t in trajectories],
         "agent_finish_reason": [t.agent_finish_reason for t in trajectories],
+        "invalid_actions": [t.invalid_actions for t in trajectories],
     }
 
 
@@ -145,7 +152,8 @@ class AgentRollout:
         training = model.training  # before the backend exists: making it switches the model to eval
         backend = self._ensure_started(trainer)
         tokenizer = backend.tokenizer
-        prompt_ids = [prompt_ids_of(tokenizer, p) for p in prompts]
+        tool_names = enabled_tool_names(self.protocol, self.tools, None)
+        prompt_ids = [prompt_ids_of(tokenizer, p, self.protocol, tool_names) for p in prompts]
         sampling = SamplingParams(
             max_tokens=self.budget.max_tokens_per_turn,
             temperature=self.temperature if training else self.eval_temperature,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.protocol import Protocol
-from training.rewards import RewardBreakdown, ToolEfficiency, tapo_reward
+from training.rewards import (RewardBreakdown, ToolEfficiency, function_call_reward, function_call_well_formed,
+                              tapo_reward)
 
 __all__ = ["TapoRewardFunction", "import_reward_function"]
 
@@ -38,9 +39,12 @@ class TapoRewardFunction:
                  completion_text: list[str] | None = None, tool_calls: list[int] | None = None,
                  **_: Any) -> list[float]:
         n = len(completions)
-        texts = completion_text or [_completion_text(c) for c in completions]
         tokens = model_tokens or [len(ids) for ids in completion_ids]
         calls = tool_calls or [0] * n
+        if self.protocol.function_calling:
+            self.last = [self._function_calling(i, gold, data_source, tokens, calls, **_) for i in range(n)]
+            return [b.total for b in self.last]
+        texts = completion_text or [_completion_text(c) for c in completions]
         self.last = [
             tapo_reward(texts[i], gold[i], data_source[i], model_tokens=tokens[i], max_tokens=self.max_tokens,
                         overlong_buffer=self.overlong_buffer, overlong_factor=self.overlong_factor,
@@ -48,6 +52,17 @@ class TapoRewardFunction:
             for i in range(n)
         ]
         return [b.total for b in self.last]
+
+
+    def _function_calling(self, i: int, gold: list[list[str]], data_source: list[str], tokens: list[int],
+                          calls: list[int], *, final_answer: list[str | None], agent_finish_reason: list[str],
+                          invalid_actions: list[int], **_: Any) -> RewardBreakdown:
+        # The loop's reading of the trajectory (AgentRollout's fields), not its text: see function_call_reward.
+        return function_call_reward(
+            final_answer[i], gold[i], data_source[i],
+            well_formed=function_call_well_formed(agent_finish_reason[i], invalid_actions[i]), model_tokens=tokens[i],
+            max_tokens=self.max_tokens, overlong_buffer=self.overlong_buffer, overlong_factor=self.overlong_factor,
+            tool_calls=calls[i], tool_efficiency=self.tool_efficiency)
 
 
 def _completion_text(completion: Any) -> str:

@@ -82,12 +82,18 @@ def sft_dataset(records: list[dict[str, Any]], tokenizer: Any, protocol: Protoco
     eos = tokenizer.eos_token_id
     rows, unusable, too_long, retokenized = [], 0, 0, 0
     for record in records:
-        pieces = completion_pieces(record["text"], protocol)
-        if not pieces:
+        loop_ids = _loop_ids(record, tokenizer)
+        if protocol.function_calling:
+            # The chat template's tool turns cannot be told from model text in a decoded completion:
+            # only the loop's own ids are learned (a teacher's or a rollout's trajectory records).
+            if loop_ids is None:
+                unusable += 1
+                continue
+            ids, labels = loop_ids
+        elif not (pieces := completion_pieces(record["text"], protocol)):
             unusable += 1
             continue
-        loop_ids = _loop_ids(record, tokenizer)
-        if loop_ids is not None:
+        elif loop_ids is not None:
             ids, labels = loop_ids
         else:
             retokenized += "completion_ids" in record
@@ -98,7 +104,8 @@ def sft_dataset(records: list[dict[str, Any]], tokenizer: Any, protocol: Protoco
             continue
         rows.append({"input_ids": ids, "labels": labels})
     if unusable or too_long:
-        log.warning("left out %d trajectories with in-band error messages and %d longer than %d tokens",
+        log.warning("left out %d trajectories with in-band error messages (in a function-calling protocol: "
+                    "without the loop's ids for this tokenizer) and %d longer than %d tokens",
                     unusable, too_long, max_length)
     if retokenized:
         log.warning("%d trajectories carry ids that do not decode to their text with this tokenizer (made by "
@@ -135,7 +142,7 @@ async def _collect(rows: list[Any], backend: Any, tools: Any, protocol: Protocol
     from agent_runtime.loop import run_to_end
     from agent_runtime.prompts import build_prompt_ids
     from agent_runtime.records import trajectory_record
-    from training.rewards import tapo_reward
+    from training.evaluate import judge_trajectory
 
     limit = asyncio.Semaphore(concurrency)
     budget = Budget(max_tool_calls=max_tool_calls)
@@ -146,9 +153,7 @@ async def _collect(rows: list[Any], backend: Any, tools: Any, protocol: Protocol
             prompt = build_prompt_ids(backend.tokenizer, protocol, row.question)
             params = SamplingParams(temperature=temperature, seed=seed + 1000 * (i * samples + k))
             traj = await run_to_end(prompt, backend, tools, protocol=protocol, budget=budget, sampling=params)
-        score = tapo_reward(traj.text, row.ground_truth, row.data_source, model_tokens=traj.usage.completion_tokens,
-                            max_tokens=budget.max_total_tokens, overlong_buffer=0, protocol=protocol,
-                            tool_calls=len(traj.tool_calls))
+        score = judge_trajectory(traj, row.ground_truth, row.data_source, protocol)
         return trajectory_record(traj, id=f"{row.data_source}-{i}-{k}", question=row.question, gold=row.golds,
                                  data_source=row.data_source, correct=score.correct, reward=score.total)
 

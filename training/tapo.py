@@ -63,8 +63,9 @@ def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any,
     ``max_prompt_tokens`` are left out (as verl's ``filter_overlong_prompts``), with a count in the log."""
     import datasets
 
-    from agent_runtime.prompts import protocol_messages, render_prompt_ids
+    from agent_runtime.prompts import protocol_messages
     from training.data import DataError, load_rows
+    from training.rollout import prompt_ids_of
 
     rows = load_rows(source, split=split, limit=limit)
     records, too_long = [], 0
@@ -74,8 +75,10 @@ def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any,
             question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         else:
             question = row.question
-            messages = protocol_messages(protocol, [{"role": "user", "content": question}], tool_names)
-        if len(render_prompt_ids(tokenizer, messages)) > max_prompt_tokens:
+            messages = [{"role": "user", "content": question}]
+            if not protocol.function_calling:  # a function-calling prompt offers its functions at rollout
+                messages = protocol_messages(protocol, messages, tool_names)
+        if len(prompt_ids_of(tokenizer, messages, protocol, tool_names)) > max_prompt_tokens:
             too_long += 1
             continue
         index = row.extra_info.get("index", i)
@@ -206,6 +209,7 @@ def export_final(trainer: Any, output_dir: Path) -> Path:
 
 def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
     """The :class:`~training.trainer.TapoTrainer` for ``cfg``, writing under ``output_dir``."""
+    from agent_runtime.loop import enabled_tool_names
     from agent_runtime.protocol import get_protocol
     from training.rewards import ToolEfficiency
     from training.rollout import AgentRollout
@@ -214,7 +218,7 @@ def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
 
     protocol = get_protocol(cfg.agent.protocol)
     tools = make_tools(cfg)
-    tool_names = tuple(n for n in protocol.tool_names if n in tools.names)
+    tool_names = enabled_tool_names(protocol, tools, None)
     # The TRL arguments first: under DeepSpeed ZeRO-3 they register the config that makes
     # from_pretrained load the model sharded, not one full copy per process.
     args = grpo_args(cfg, output_dir)
