@@ -159,4 +159,6 @@ def forced_call_prefix(protocol: Protocol, name: str | None = None) -> str:
     opening = f"{protocol.call_block.open}\n"
     if name is None:
         return opening
-    return opening + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": '
+    # No space after the colon: tokenizers merge it into the next token (' {"'), so a prefix that ends
+    # with it leaves the model to continue from a token it never saw there.
+    return opening + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
