@@ -153,12 +153,18 @@ def parse_call(text: str, functions: Mapping[str, Function]) -> FunctionCall | C
     return FunctionCall(function, arguments)
 
 
-def forced_call_prefix(protocol: Protocol, name: str | None = None) -> str:
+def forced_call_prefix(protocol: Protocol, function: Function | None = None) -> str:
     """The text a turn is made to start with so that it calls a function (``tool_choice``
-    ``required``), or the function ``name``: the model writes only what follows."""
+    ``required``), or ``function``: its name, and the key of its first required parameter, are
+    written for the model, which writes only what follows (the value on)."""
     opening = f"{protocol.call_block.open}\n"
-    if name is None:
+    if function is None:
         return opening
-    # No space after the colon: tokenizers merge it into the next token (' {"'), so a prefix that ends
-    # with it leaves the model to continue from a token it never saw there.
-    return opening + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
+    # No space after a colon: tokenizers merge it into the next token (' {"', ' "'), so a prefix that
+    # ended with it would leave the model to continue from a token it never saw there.
+    text = opening + '{"name": ' + json.dumps(function.name, ensure_ascii=False) + ', "arguments":'
+    schema = function.parameters
+    required = [p for p in schema.get("required") or () if p in (schema.get("properties") or {})]
+    if schema.get("type") == "object" and required:
+        text += " {" + json.dumps(required[0], ensure_ascii=False) + ":"
+    return text

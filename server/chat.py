@@ -228,13 +228,15 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
     if choice == "required":
         if not functions:
             raise bad_request("tool_choice 'required' needs at least one function in `tools`", "tool_choice")
-        return functions, forced_call_prefix(protocol)
+        # One function to choose from: its name is forced too, so that the call is of a function offered.
+        return functions, forced_call_prefix(protocol, functions[0] if len(functions) == 1 else None)
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
-        if not isinstance(name, str) or name not in {f.name for f in functions}:
+        chosen = next((f for f in functions if f.name == name), None)
+        if chosen is None:
             raise bad_request("tool_choice must name one of the functions in `tools`: "
                               "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
-        return functions, forced_call_prefix(protocol, name)
+        return functions, forced_call_prefix(protocol, chosen)
     return functions, ""
 
 

@@ -146,10 +146,10 @@ def test_tool_choice_required_and_named_force_the_call(tokenizer):
         data = post(http, messages=user("Hello!"), tools=[WEATHER], tool_choice="required")
     assert prompt_text(tokenizer, backend).endswith("<|im_start|>assistant\n<tool_call>\n")
     assert data["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
-    with serving(tokenizer, [' {"amount": 5}}\n</tool_call>' + EOS]) as (http, backend):
+    with serving(tokenizer, [' 5}}\n</tool_call>' + EOS]) as (http, backend):
         data = post(http, messages=user("Hello!"), tools=[WEATHER, TOTAL],
                     tool_choice={"type": "function", "function": {"name": "set_total"}})
-    assert prompt_text(tokenizer, backend).endswith('<tool_call>\n{"name": "set_total", "arguments":')
+    assert prompt_text(tokenizer, backend).endswith('<tool_call>\n{"name": "set_total", "arguments": {"amount":')
     assert data["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "set_total", "arguments": '{"amount": 5}'}
 
 

@@ -297,3 +297,18 @@ def test_the_protocol_is_registered_and_needs_a_chat_template(tokenizer):
             build_prompt_ids(tokenizer, HERMES, "Hi")
     finally:
         tokenizer.chat_template = saved
+
+
+def test_a_forced_call_writes_the_name_and_first_required_key_and_leaves_the_value():
+    from agent_runtime.functions import forced_call_prefix
+
+    total = client_function({"type": "function", "function": {"name": "set_total", "parameters": {
+        "type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
+        "required": ["amount"]}}})
+    free = client_function({"type": "function", "function": {"name": "ping"}})
+    assert forced_call_prefix(HERMES) == "<tool_call>\n"
+    assert forced_call_prefix(HERMES, total) == '<tool_call>\n{"name": "set_total", "arguments": {"amount":'
+    assert forced_call_prefix(HERMES, free) == '<tool_call>\n{"name": "ping", "arguments":'
+    # what the model then writes completes one valid call
+    call = parse_call(forced_call_prefix(HERMES, total)[len("<tool_call>\n"):] + " 5}}", {"set_total": total})
+    assert call.arguments == {"amount": 5}
