@@ -52,10 +52,11 @@ test-deps:
 	    echo "==> installing chromium for the browser test (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "install chromium (e.g. sudo apt-get install chromium) for the browser test"; fi; }
 
-# The tiny fixture model the tests load, built into ~/.cache/tapo once per version of its sources
+# The tiny fixture models the tests load (tapo and function calling), built into ~/.cache/tapo once per version of its sources
 # (a progress bar; minutes on 2 cores), before the tests start.
 fixtures: setup
 	TQDM_MININTERVAL=10 $(PY) -c "from agent_runtime.models.tiny import tiny_model_path; print(tiny_model_path(progress=True))"
+	TQDM_MININTERVAL=10 $(PY) -c "from agent_runtime.models.tiny_functions import tiny_functions_model_path as p; print(p(progress=True))"
 
 test: setup test-deps fixtures
 	TQDM_MININTERVAL=10 $(PY) -m pytest -q -p no:cacheprovider

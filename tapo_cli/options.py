@@ -13,7 +13,7 @@ from rich.markup import escape
 err = Console(stderr=True)
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", help="HF directory, LoRA adapter, .gguf file, hub id, or an alias (demo-agent, tiny, "
+    "--model", help="HF directory, LoRA adapter, .gguf file, hub id, or an alias (demo-agent, tiny, tiny-functions, "
                     "smollm2-135m-instruct); default: demo-agent.")]
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="auto, transformers, llamacpp (GGUF on CPU; the [llamacpp] extra), vllm or remote.")]

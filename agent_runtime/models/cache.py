@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cache_dir", "build_once"]
+__all__ = ["cache_dir", "build_once", "source_digest"]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TAPO_CACHE_DIR", Path.home() / ".cache" / "tapo"))
+
+
+def source_digest(sources: tuple[str, ...]) -> str:
+    """A short hash of ``agent_runtime`` source files (paths relative to the package): a built model
+    keyed by the sources its weights depend on is never stale after an edit."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for relative in sources:
+        digest.update((root / relative).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def build_once(target: Path, done_file: str, build: Callable[[Path], object]) -> Path:

@@ -48,6 +48,7 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
 # shipped inside this package. It is the model when no --model is given.
 DEMO_AGENT = "demo-agent"
 TINY = "tiny"
+TINY_FUNCTIONS = "tiny-functions"  # the function-calling fixture (hermes protocol)
 
 # peft reads a transformers property that warns of its own deprecation on every adapter load; nothing a
 # user can act on. A process-wide filter, not ``catch_warnings``: that one is undone by any thread that
@@ -85,7 +86,8 @@ def resolve_model(model: str | None) -> str:
     """A local directory, or a hub id left for ``from_pretrained`` to fetch.
 
     ``None`` is the built-in default, the demo agent (a LoRA adapter on SmolLM2-135M-Instruct);
-    ``tiny`` is the fixture model of the tests (built offline on first use). A ``.gguf`` file, or an alias of a packaged one (``smollm2-135m-instruct``), is
+    ``tiny`` is the fixture model of the tests (built offline on first use), ``tiny-functions`` its
+    function-calling sibling. A ``.gguf`` file, or an alias of a packaged one (``smollm2-135m-instruct``), is
     dequantized once to a cached fp32 Hugging Face directory (:mod:`agent_runtime.models.gguf`).
     """
     if model is None or model == DEMO_AGENT:
@@ -94,6 +96,10 @@ def resolve_model(model: str | None) -> str:
         from agent_runtime.models.tiny import tiny_model_path
 
         return str(tiny_model_path())
+    if model == TINY_FUNCTIONS:
+        from agent_runtime.models.tiny_functions import tiny_functions_model_path
+
+        return str(tiny_functions_model_path())
     gguf_file = gguf_source(model)
     if gguf_file is not None:
         from agent_runtime.models.gguf import gguf_model_path
