@@ -195,9 +195,9 @@ class McpConnection:
         if task is None:
             return
         try:
-            await asyncio.wait_for(task, 10.0)
+            await asyncio.wait_for(task, 10.0)  # on timeout wait_for cancels the task, and its session with it
         except TimeoutError:
-            log.warning("MCP server %s did not close within 10 s", self.label)
+            log.warning("MCP server %s did not close within 10 s; its session was cancelled", self.label)
         except Exception:  # closing after a failure: nothing left to release
             pass
 
