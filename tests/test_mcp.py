@@ -205,3 +205,25 @@ def test_tapo_serve_with_an_unreachable_mcp_server_exits_with_one_line():
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == ("error: --mcp no-such-mcp-command: cannot connect: FileNotFoundError: "
                                    "[Errno 2] No such file or directory: 'no-such-mcp-command'")
+
+
+def test_a_result_reads_as_its_text_with_other_content_named():
+    from mcp_types import CallToolResult, ImageContent, TextContent
+
+    from agent_runtime.mcp_tools import result_text
+
+    mixed = CallToolResult(content=[TextContent(type="text", text="a chart"),
+                                    ImageContent(type="image", data="aGk=", mime_type="image/png")])
+    assert result_text(mixed) == "a chart\n[image: image/png]"
+    structured_only = CallToolResult(content=[], structured_content={"result": 5})
+    assert result_text(structured_only) == '{"result": 5}'
+
+
+def test_a_server_spec_is_a_url_or_a_command_line():
+    from agent_runtime.mcp_tools import McpServerSpec
+
+    assert McpServerSpec.parse(" http://127.0.0.1:9000/mcp ").target() == "http://127.0.0.1:9000/mcp"
+    stdio = McpServerSpec.parse("npx -y '@scope/server' /srv/my docs")
+    assert (stdio.target().command, stdio.target().args) == ("npx", ["-y", "@scope/server", "/srv/my", "docs"])
+    with pytest.raises(McpStartError, match="needs a command line"):
+        McpServerSpec.parse("  ")
