@@ -153,18 +153,26 @@ def parse_call(text: str, functions: Mapping[str, Function]) -> FunctionCall | C
     return FunctionCall(function, arguments)
 
 
-def forced_call_prefix(protocol: Protocol, function: Function | None = None) -> str:
-    """The text a turn is made to start with so that it calls a function (``tool_choice``
-    ``required``), or ``function``: its name, and the key of its first required parameter, are
-    written for the model, which writes only what follows (the value on)."""
-    opening = f"{protocol.call_block.open}\n"
-    if function is None:
-        return opening
-    # No space after a colon: tokenizers merge it into the next token (' {"', ' "'), so a prefix that
-    # ended with it would leave the model to continue from a token it never saw there.
-    text = opening + '{"name": ' + json.dumps(function.name, ensure_ascii=False) + ', "arguments":'
+def _call_head(function: Function) -> str:
+    """A call of ``function`` up to its first argument's value: the name, and the key of its first
+    required parameter where it has one. No space after a colon: tokenizers merge it into the next
+    token (' {"', ' "'), so text that ended with it would leave the model to continue from a token it
+    never saw there."""
+    text = '{"name": ' + json.dumps(function.name, ensure_ascii=False) + ', "arguments":'
     schema = function.parameters
     required = [p for p in schema.get("required") or () if p in (schema.get("properties") or {})]
     if schema.get("type") == "object" and required:
         text += " {" + json.dumps(required[0], ensure_ascii=False) + ":"
     return text
+
+
+def forced_call(protocol: Protocol, functions: Sequence[Function]) -> tuple[str, tuple[str, ...]]:
+    """How a turn is made to call one of ``functions`` (``tool_choice`` ``required``, or a named
+    function): the text it starts with, and the continuations the model must choose one of (none
+    for one function: its call's head is all forced). The model writes the values that follow."""
+    opening = f"{protocol.call_block.open}\n"
+    heads = [_call_head(f) for f in functions]
+    if len(heads) == 1:
+        return opening + heads[0], ()
+    shared = '{"name":'
+    return opening + shared, tuple(h[len(shared):] for h in heads)

@@ -72,6 +72,7 @@ async def run(
     stop: Sequence[str] = (),
     functions: Sequence[Function] | None = None,
     prefill: str = "",
+    prefill_choices: Sequence[str] = (),
 ) -> AsyncIterator[Event]:
     """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
 
@@ -82,7 +83,9 @@ async def run(
     functions of the enabled tools); a call to one that no registry tool runs (a client's function)
     ends the trajectory with ``finish_reason="tool_calls"`` and the calls in ``client_calls``.
     ``prefill``: text the first turn is forced to start with (a function call that ``tool_choice``
-    demands); its tokens count as the model's, without logprobs.
+    demands); its tokens count as the model's, without logprobs. ``prefill_choices``: then one of
+    these, which the model chooses: each token where they differ is sampled among the tokens that
+    continue one of them (``SamplingParams.allowed_token_ids``), the rest are forced.
     """
     if len(prompt_ids) >= backend.info.context_length:
         raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
@@ -137,6 +140,11 @@ async def run(
         if prefill and traj.turns == 0:
             forced = encode_plain(tokenizer, prefill)
             traj.append(forced, model=True)
+            if prefill_choices:
+                chosen, logprobs = await _choose(backend, traj.prompt_ids + traj.completion_ids, prefill_choices,
+                                                 tokenizer, params)
+                traj.append(chosen, model=True, logprobs=logprobs)
+                forced = forced + chosen
             text = detok.add(forced)
             traj.text += text
             turn_text += text
@@ -324,6 +332,35 @@ async def _run_call(call: FunctionCall | CallError, tools: ToolRegistry, timeout
         return ToolRun(call.name, ToolOutput(f"[Failed] The limit of tool calls is reached; {call.name} was not run.",
                                              ok=False), 0.0)
     return await tools.call(call.function.tool, call.function.tool_argument(call.arguments), timeout=timeout)
+
+
+async def _choose(backend: Backend, ids: list[int], choices: Sequence[str], tokenizer: Any,
+                  params: SamplingParams) -> tuple[list[int], list[float | None]]:
+    """The tokens of one of ``choices`` after ``ids``, the model choosing: where the choices still
+    open differ, one token is sampled among their next tokens; where they agree, it is forced."""
+    options = [encode_plain(tokenizer, c) for c in choices]
+    chosen: list[int] = []
+    logprobs: list[float | None] = []
+    while True:
+        position = len(chosen)
+        done = next((o for o in options if len(o) == position), None)
+        if len(options) == 1 or done is not None:  # (no choice's tokens begin another's: each ends in ':')
+            rest = (done or options[0])[position:]
+            return chosen + rest, logprobs + [None] * len(rest)
+        following = frozenset(o[position] for o in options)
+        if len(following) == 1:
+            token, logprob = next(iter(following)), None
+        else:
+            step = replace(params, max_tokens=1, stop=(), allowed_token_ids=following)
+            stream = backend.generate(ids + chosen, step)
+            try:
+                chunk = await anext(c async for c in stream if c.token_ids)
+            finally:
+                await stream.aclose()
+            token, logprob = chunk.token_ids[0], (chunk.logprobs or [None])[0]
+        chosen.append(token)
+        logprobs.append(logprob)
+        options = [o for o in options if o[position] == token]
 
 
 async def run_to_end(prompt_ids: Sequence[int], backend: Backend, tools: ToolRegistry, **kwargs: Any) -> Trajectory:

@@ -23,7 +23,7 @@ from agent_runtime.functions import (
     FunctionSchemaError,
     builtin_functions,
     client_function,
-    forced_call_prefix,
+    forced_call,
     offered_functions,
 )
 from agent_runtime.loop import enabled_tool_names, run
@@ -56,6 +56,7 @@ class ChatPlan:
     tokenizer: Any
     functions: list[Function] | None = None  # offered to a function-calling model
     prefill: str = ""  # forced start of the first turn (tool_choice)
+    prefill_choices: tuple[str, ...] = ()  # then one of these, chosen by the model under constraint
     parallel_tool_calls: bool = True
 
 
@@ -154,7 +155,7 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
             wanted = (*wanted, "search")
     tools = enabled_tool_names(protocol, state.tools, wanted)
     server_functions = [f for f in state.mcp_functions if wanted is None or f.tool in wanted]
-    functions, prefill = plan_functions(req, protocol, tools, server_functions)
+    functions, prefill, prefill_choices = plan_functions(req, protocol, tools, server_functions)
     max_tokens = req.max_completion_tokens or req.max_tokens or state.budget.max_total_tokens
     budget = replace(
         state.budget,
@@ -187,16 +188,17 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         tokenizer=state.backend.tokenizer,
         functions=functions,
         prefill=prefill,
+        prefill_choices=prefill_choices,
         parallel_tool_calls=req.parallel_tool_calls is not False,
     )
 
 
 def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[str, ...],
-                   server_functions: Sequence[Function] = ()) -> tuple[list[Function] | None, str]:
+                   server_functions: Sequence[Function] = ()) -> tuple[list[Function] | None, str, tuple[str, ...]]:
     """The functions offered to a function-calling model (the built-in tools', the MCP servers'
-    ``server_functions``, the client's), and the text its first turn is forced to start with
-    (``tool_choice`` ``required`` or a named function). Other protocols: no functions, and a 400 for
-    any request that needs them."""
+    ``server_functions``, the client's), and how ``tool_choice`` ``required`` or a named function
+    forces the first turn (:func:`~agent_runtime.functions.forced_call`). Other protocols: no
+    functions, and a 400 for any request that needs them."""
     if not protocol.function_calling:
         if req.tools:
             raise bad_request(
@@ -211,7 +213,7 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
             if message.role == "tool" or message.tool_calls:
                 raise bad_request(f"the {protocol.name} protocol makes no calls of the client's functions, so it "
                                   "takes no tool messages or tool calls", f"messages.{i}.role")
-        return None, ""
+        return None, "", ()
     client: list[Function] = []
     for i, spec in enumerate(req.tools or []):
         try:
@@ -228,16 +230,15 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
     if choice == "required":
         if not functions:
             raise bad_request("tool_choice 'required' needs at least one function in `tools`", "tool_choice")
-        # One function to choose from: its name is forced too, so that the call is of a function offered.
-        return functions, forced_call_prefix(protocol, functions[0] if len(functions) == 1 else None)
+        return functions, *forced_call(protocol, functions)
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
         chosen = next((f for f in functions if f.name == name), None)
         if chosen is None:
             raise bad_request("tool_choice must name one of the functions in `tools`: "
                               "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
-        return functions, forced_call_prefix(protocol, chosen)
-    return functions, ""
+        return functions, *forced_call(protocol, [chosen])
+    return functions, "", ()
 
 
 async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState):
@@ -290,7 +291,8 @@ async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
     try:
         async for event in run(plan.prompt_ids, state.backend, state.tools, protocol=plan.protocol,
                                budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops,
-                               functions=plan.functions, prefill=plan.prefill):
+                               functions=plan.functions, prefill=plan.prefill,
+                               prefill_choices=plan.prefill_choices):
             if first_token and isinstance(event, Token) and event.token_ids:
                 metrics.ttft.labels("chat").observe(time.perf_counter() - started)
                 first_token = False

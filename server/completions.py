@@ -89,6 +89,10 @@ def plan_completion(req: CompletionRequest, state: ServerState) -> CompletionPla
     state.check_model(req.model)
     ids = _prompt_ids(req, state)
     room = state.backend.info.context_length - len(ids)
+    vocab = len(state.backend.tokenizer)
+    bad = next((t for t in req.allowed_token_ids or () if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise bad_request(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", "allowed_token_ids")
     sampling = SamplingParams(
         max_tokens=min(req.max_tokens, room),
         temperature=1.0 if req.temperature is None else req.temperature,  # OpenAI's default
@@ -96,6 +100,7 @@ def plan_completion(req: CompletionRequest, state: ServerState) -> CompletionPla
         seed=req.seed,
         stop=tuple(req.stops),
         logprobs=req.logprobs is not None,
+        allowed_token_ids=frozenset(req.allowed_token_ids) if req.allowed_token_ids else None,
     )
     return CompletionPlan(
         id=f"cmpl-{uuid.uuid4().hex}",

@@ -144,3 +144,4 @@ class CompletionRequest(_GenerationRequest):
     return_token_ids: bool = False
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    allowed_token_ids: list[int] | None = Field(default=None, min_length=1)

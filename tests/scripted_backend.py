@@ -2,7 +2,8 @@
 
 Behaviour users rely on is tested on the trained tiny model; this one makes the edge cases
 (malformed tags, budgets, slow tools) reproducible. It streams token by token and honours stop
-strings, EOS and max_tokens the way every real engine must.
+strings, EOS and max_tokens the way every real engine must; a call constrained to
+``allowed_token_ids`` gets the smallest of them and uses no scripted turn.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class ScriptedBackend:
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         self.prompts.append(list(prompt_ids))
+        if params.allowed_token_ids is not None:  # a constrained choice: the smallest id, no script used
+            token = min(params.allowed_token_ids)
+            yield GenerationChunk([token], decode(self.tokenizer, [token]), [-0.5], "length", None)
+            return
         script = self._turns.pop(0)
         ids = self.tokenizer.encode(script.removesuffix(EOS), add_special_tokens=False)
         if script.endswith(EOS):

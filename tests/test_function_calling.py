@@ -6,6 +6,7 @@ real functions; what a trained function-calling model does is tested on the fixt
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
@@ -25,7 +26,7 @@ from agent_runtime.functions import (
     offered_functions,
     parse_call,
 )
-from agent_runtime.loop import run
+from agent_runtime.loop import run, run_to_end
 from agent_runtime.prompts import build_prompt_ids
 from agent_runtime.protocol import HERMES, get_protocol
 from agent_runtime.tool_turns import DEFAULT_TOOL_TEMPLATE, ToolTurnRenderer, function_prompt_ids, tool_chat_template
@@ -300,15 +301,36 @@ def test_the_protocol_is_registered_and_needs_a_chat_template(tokenizer):
 
 
 def test_a_forced_call_writes_the_name_and_first_required_key_and_leaves_the_value():
-    from agent_runtime.functions import forced_call_prefix
+    from agent_runtime.functions import forced_call
 
     total = client_function({"type": "function", "function": {"name": "set_total", "parameters": {
         "type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
         "required": ["amount"]}}})
     free = client_function({"type": "function", "function": {"name": "ping"}})
-    assert forced_call_prefix(HERMES) == "<tool_call>\n"
-    assert forced_call_prefix(HERMES, total) == '<tool_call>\n{"name": "set_total", "arguments": {"amount":'
-    assert forced_call_prefix(HERMES, free) == '<tool_call>\n{"name": "ping", "arguments":'
+    assert forced_call(HERMES, [total]) == ('<tool_call>\n{"name": "set_total", "arguments": {"amount":', ())
+    assert forced_call(HERMES, [free]) == ('<tool_call>\n{"name": "ping", "arguments":', ())
+    # several: the shared opening is forced, the model chooses among the rest
+    assert forced_call(HERMES, [total, free]) == (
+        '<tool_call>\n{"name":', (' "set_total", "arguments": {"amount":', ' "ping", "arguments":'))
     # what the model then writes completes one valid call
-    call = parse_call(forced_call_prefix(HERMES, total)[len("<tool_call>\n"):] + " 5}}", {"set_total": total})
+    call = parse_call(forced_call(HERMES, [total])[0][len("<tool_call>\n"):] + " 5}}", {"set_total": total})
     assert call.arguments == {"amount": 5}
+
+
+def test_a_forced_choice_is_made_among_the_offered_calls_only(tiny_tokenizer):
+    from agent_runtime.functions import forced_call
+
+    place = client_function({"type": "function", "function": {"name": "get_place", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+    weather = client_function({"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+    prefill, choices = forced_call(HERMES, [weather, place])
+    backend = ScriptedBackend(tiny_tokenizer, [' "Oslo"}}\n</tool_call>' + EOS])
+    prompt = build_prompt_ids(tiny_tokenizer, HERMES, "Hello!", functions=[weather, place])
+    traj = asyncio.run(run_to_end(prompt, backend, ToolRegistry(), protocol=HERMES, functions=[weather, place],
+                                  prefill=prefill, prefill_choices=choices))
+    # The scripted backend takes the smallest token id it is allowed: one of the two names, whole.
+    [call] = traj.client_calls
+    assert call.name in ("get_weather", "get_place") and json.loads(call.arguments) == {"city": "Oslo"}
+    assert traj.text.startswith('<tool_call>\n{"name": "' + call.name + '", "arguments": {"city": "Oslo"}}')
+    assert len(traj.completion_ids) == len(traj.mask) == len(traj.logprobs)

@@ -142,6 +142,13 @@ def test_tool_choice_required_always_calls_and_none_never(http):
         none = post(http, messages=[{"role": "user", "content": question}], tools=[WEATHER], tool_choice="none",
                     agent={"tools": False})
         assert none["choices"][0]["finish_reason"] == "stop" and "tool_calls" not in none["choices"][0]["message"]
+    # Several functions: the name is chosen by the model among them, under constraint.
+    place = function("find_place", city="string")
+    for question in ("Hello!", "Good morning!"):
+        several = post(http, messages=[{"role": "user", "content": question}], tools=[WEATHER, place],
+                       tool_choice="required", agent={"tools": False})
+        assert several["choices"][0]["finish_reason"] == "tool_calls", question
+        assert several["choices"][0]["message"]["tool_calls"][0]["function"]["name"] in ("get_weather", "find_place")
     named = post(http, messages=[{"role": "user", "content": "Hello!"}], tools=[TOTAL, WEATHER],
                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
     assert [c["function"]["name"] for c in named["choices"][0]["message"]["tool_calls"]] == ["get_weather"]

@@ -478,6 +478,9 @@ def test_base_url_forms_and_context_length(tokenizer):
 def test_request_body_leaves_out_unset_seed():
     body = completion_request_body("m", [1, 2], SamplingParams(temperature=0))
     assert "seed" not in body and body["temperature"] == 0 and body["stop"] == []
+    assert "allowed_token_ids" not in body
+    constrained = completion_request_body("m", [1, 2], SamplingParams(allowed_token_ids=frozenset({7, 3})))
+    assert constrained["allowed_token_ids"] == [3, 7]  # vLLM's field, which our /v1/completions reads too
 
 
 # ---- finish-reason mapping (shared) ----------------------------------------------------------
@@ -528,7 +531,8 @@ def test_sampling_params_kwargs():
         "include_stop_str_in_output": True, "skip_special_tokens": True, "logprobs": 0, "output_kind": "DELTA",
     }
     no_lp = sampling_params_kwargs(SamplingParams(logprobs=False))
-    assert no_lp["logprobs"] is None and "output_kind" not in no_lp
+    assert no_lp["logprobs"] is None and "output_kind" not in no_lp and "allowed_token_ids" not in no_lp
+    assert sampling_params_kwargs(SamplingParams(allowed_token_ids=frozenset({9, 4})))["allowed_token_ids"] == [4, 9]
 
 
 def test_translator_delta_outputs(tokenizer):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from live_server import (  # noqa: F401  (pytest fixtures)
     ARITH_QUESTIONS,
+    assert_error,
     MODEL,
     SANDBOX_PROBLEM,
     check_chat_stream,
@@ -355,6 +356,17 @@ def test_completions_without_logprobs_match_the_openai_schema(http, prompt_ids):
     assert complete(http, prompt_ids)["choices"][0]["logprobs"] is None
     chunks = stream_complete(http, prompt_ids)
     assert all(c["logprobs"] is None for chunk in chunks for c in chunk["choices"])
+
+
+def test_allowed_token_ids_confine_every_sampled_token(http, prompt_ids, tiny_tokenizer):
+    """vLLM's extension, which --engine remote sends for a constrained choice (tool_choice)."""
+    allowed = sorted(set(tiny_tokenizer.encode(" 17 408 apple", add_special_tokens=False)))
+    for temperature in (0, 1.0):
+        data = complete(http, prompt_ids, temperature=temperature, seed=3, max_tokens=12, allowed_token_ids=allowed)
+        ids = data["choices"][0]["token_ids"]
+        assert len(ids) == 12 and set(ids) <= set(allowed)
+    r = http.post("/v1/completions", json={"model": MODEL, "prompt": prompt_ids, "allowed_token_ids": [10**9]})
+    assert_error(r, 400, param="allowed_token_ids")
 
 
 def test_completion_token_ids_text_and_logprobs(greedy_completion, prompt_ids, tiny_tokenizer, tiny_model):

@@ -165,3 +165,25 @@ async def test_generation_raises_no_deprecation_warnings():
         warnings.simplefilter("always")
         await generate(backend, [5, 6, 7], SamplingParams(max_tokens=3, temperature=0.0))
     assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
+
+
+def test_both_samplers_keep_to_the_allowed_tokens_and_renormalise_over_them():
+    import math
+
+    import numpy as np
+
+    from agent_runtime.backends.slot_engine import sample_token
+    from agent_runtime.backends.transformers_engine import sample_token_torch
+
+    logits = np.array([5.0, 1.0, 0.5, 3.0], dtype=np.float32)  # token 0 is the favourite, and not allowed
+    allowed = frozenset({1, 2})
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    for temperature in (0.0, 1.0):
+        params = SamplingParams(temperature=temperature, allowed_token_ids=allowed)
+        for _ in range(20):
+            assert sample_token(logits, params, rng)[0] in allowed
+            assert sample_token_torch(torch.from_numpy(logits), params, generator)[0] in allowed
+    greedy = SamplingParams(temperature=0, allowed_token_ids=allowed)
+    expected = 1.0 - math.log(math.exp(1.0) + math.exp(0.5))
+    for token, logprob in (sample_token(logits, greedy, rng), sample_token_torch(torch.from_numpy(logits), greedy, None)):
+        assert token == 1 and logprob == pytest.approx(expected, abs=1e-5)

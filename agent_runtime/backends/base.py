@@ -33,6 +33,9 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = True
+    # When set, every token of the call is one of these (vLLM's ``allowed_token_ids``); the logprob
+    # recorded is then that of the distribution over them.
+    allowed_token_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -41,6 +44,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.allowed_token_ids is not None and not self.allowed_token_ids:
+            raise ValueError("allowed_token_ids must hold at least one token id")
 
 
 @dataclass

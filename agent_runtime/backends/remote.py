@@ -225,6 +225,8 @@ def completion_request_body(model: str, prompt_ids: list[int], params: SamplingP
         body["seed"] = params.seed
     if params.logprobs:
         body["logprobs"] = 0
+    if params.allowed_token_ids is not None:  # vLLM's extension, which our /v1/completions speaks too
+        body["allowed_token_ids"] = sorted(params.allowed_token_ids)
     return body
 
 

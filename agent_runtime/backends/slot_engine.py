@@ -38,6 +38,11 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     numpy, not torch: these vector ops run single-threaded on the worker thread, where torch would
     wake its intra-op thread pool at every token and take cores from an engine's own threads.
     """
+    if params.allowed_token_ids is not None:
+        allowed = np.fromiter(params.allowed_token_ids, dtype=np.int64)
+        masked = np.full_like(logits, -np.inf)
+        masked[allowed] = logits[allowed]
+        logits = masked
     if params.temperature < GREEDY_BELOW:
         token = int(np.argmax(logits))
         shifted = logits - logits[token]

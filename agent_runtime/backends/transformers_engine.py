@@ -24,6 +24,9 @@ __all__ = ["TransformersBackend", "sample_token_torch"]
 def sample_token_torch(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[int, float]:
     """One token from a row of logits, and its logprob ``log_softmax(logits / T)`` before top-p."""
     logits = logits.float()
+    if params.allowed_token_ids is not None:
+        allowed = torch.tensor(sorted(params.allowed_token_ids), dtype=torch.long)
+        logits = torch.full_like(logits, float("-inf")).index_copy(0, allowed, logits[allowed])
     if params.temperature < GREEDY_BELOW:
         logprobs = torch.log_softmax(logits, dim=-1)
         token = int(torch.argmax(logits))

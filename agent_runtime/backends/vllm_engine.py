@@ -180,6 +180,8 @@ def sampling_params_kwargs(params: SamplingParams, output_kind: Any = None) -> d
         "skip_special_tokens": True,
         "logprobs": 0 if params.logprobs else None,
     }
+    if params.allowed_token_ids is not None:
+        kwargs["allowed_token_ids"] = sorted(params.allowed_token_ids)
     if output_kind is not None:
         kwargs["output_kind"] = output_kind
     return kwargs
