@@ -245,6 +245,18 @@ def assert_error(response: httpx.Response, status: int, *, param: str | None | t
 # ---- raw SSE -----------------------------------------------------------------------------------
 
 
+def function(name: str, **params: str) -> dict:
+    """An OpenAI ``tools`` entry for a client function whose parameters (name=JSON type) are all required."""
+    return {"type": "function", "function": {
+        "name": name, "description": f"{name} for the tests",
+        "parameters": {"type": "object", "properties": {p: {"type": t} for p, t in params.items()},
+                       "required": list(params)}}}
+
+
+WEATHER = function("get_weather", city="string")
+TOTAL = function("set_total", amount="integer")
+
+
 def sse_data_lines(lines: Iterator[str]) -> Iterator[str]:
     """The ``data:`` payloads of an SSE stream (comments and other fields skipped; one line per event)."""
     for line in lines:

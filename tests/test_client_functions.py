@@ -14,7 +14,7 @@ from typing import Iterator
 
 import httpx
 import pytest
-from live_server import assert_error, http_client, read_sse, running_server, validate
+from live_server import TOTAL, WEATHER, assert_error, function, http_client, read_sse, running_server, validate
 from scripted_backend import EOS, ScriptedBackend
 
 from agent_runtime.budget import Budget
@@ -24,17 +24,6 @@ from server.state import ServerState
 
 MODEL = "scripted"
 CHAT = "/v1/chat/completions"
-
-
-def function(name: str, **params: str) -> dict:
-    return {"type": "function", "function": {
-        "name": name, "description": f"{name} for the tests",
-        "parameters": {"type": "object", "properties": {p: {"type": t} for p, t in params.items()},
-                       "required": list(params)}}}
-
-
-WEATHER = function("get_weather", city="string")
-TOTAL = function("set_total", amount="integer")
 
 
 def call(name: str, **arguments) -> str:

@@ -9,7 +9,8 @@ from typing import Iterator
 
 import httpx
 import pytest
-from live_server import assert_error, fixture_tools, http_client, read_sse, running_server, validate
+from live_server import (TOTAL, WEATHER, assert_error, fixture_tools, function, http_client, read_sse, running_server,
+                         validate)
 from openai import OpenAI
 
 from agent_runtime.backends.transformers_engine import TransformersBackend
@@ -20,17 +21,6 @@ from server.state import ServerState
 
 MODEL = "tiny-functions"
 CHAT = "/v1/chat/completions"
-
-
-def function(name: str, **params: str) -> dict:
-    return {"type": "function", "function": {
-        "name": name, "description": f"{name} for the tests",
-        "parameters": {"type": "object", "properties": {p: {"type": t} for p, t in params.items()},
-                       "required": list(params)}}}
-
-
-WEATHER = function("get_weather", city="string")
-TOTAL = function("set_total", amount="integer")
 
 
 @pytest.fixture(scope="module")
