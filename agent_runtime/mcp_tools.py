@@ -241,6 +241,7 @@ class McpServers:
         self.connections = [McpConnection(McpServerSpec.parse(s), call_timeout=call_timeout,
                                           connect_timeout=connect_timeout) for s in specs]
         self.functions: list[Function] = []
+        self.tools_by_server: dict[str, list[str]] = {}  # server label (slugged name) -> its offered tools
         self.connected = False
 
     async def connect(self, registry: ToolRegistry) -> list[Function]:
@@ -268,6 +269,7 @@ class McpServers:
                 registry.register(McpTool(name, connection, tool.name))
                 self.functions.append(Function(name, tool.description or "", tool.input_schema, tool=name))
                 offered.append(name)
+            self.tools_by_server.setdefault(_slug(connection.label), []).extend(offered)
             log.info("MCP server %s (%s): tools %s", connection.label, connection.spec.text, ", ".join(offered) or "none")
         self.connected = True
         return self.functions

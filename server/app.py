@@ -16,6 +16,8 @@ from agent_runtime import __version__
 from server.chat import chat_completions
 from server.completions import completions
 from server.errors import APIError, install_error_handlers
+from server.response_schemas import ResponseRequest
+from server.responses import create_response
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import ServerState
 
@@ -60,6 +62,10 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/completions", dependencies=[Depends(require_key)])
     async def complete(body: CompletionRequest, request: Request):
         return await completions(body, request, state)
+
+    @app.post("/v1/responses", dependencies=[Depends(require_key)])
+    async def responses(body: ResponseRequest, request: Request):
+        return await create_response(body, request, state)
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models():

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -244,7 +244,7 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
 async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState):
     plan = plan_chat(req, state)
     slot = state.limiter.acquire()
-    events = _observed(plan, state)
+    events = observed_events(plan, state, "chat")
     if plan.stops:
         events = _without_stop_strings(events, plan.stops)
     if req.stream:
@@ -282,8 +282,8 @@ async def _without_stop_strings(events: AsyncIterator[Event], stops: list[str]) 
         yield event
 
 
-async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
-    """The loop's events, with metrics recorded on the way."""
+async def observed_events(plan: ChatPlan, state: ServerState, endpoint: str) -> AsyncIterator[Event]:
+    """The loop's events for ``plan``, with metrics recorded on the way (labelled ``endpoint``)."""
     metrics = state.metrics
     started = time.perf_counter()
     first_token = True
@@ -294,7 +294,7 @@ async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
                                functions=plan.functions, prefill=plan.prefill,
                                prefill_choices=plan.prefill_choices):
             if first_token and isinstance(event, Token) and event.token_ids:
-                metrics.ttft.labels("chat").observe(time.perf_counter() - started)
+                metrics.ttft.labels(endpoint).observe(time.perf_counter() - started)
                 first_token = False
             elif isinstance(event, ToolResult):
                 metrics.tool_calls.labels(event.name, "ok" if event.output.ok else "error").inc()
@@ -305,30 +305,34 @@ async def _observed(plan: ChatPlan, state: ServerState) -> AsyncIterator[Event]:
             yield event
     finally:
         metrics.in_flight.dec()
-        metrics.latency.labels("chat").observe(time.perf_counter() - started)
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def reasoning_tokens(done: Done, content: str, tokenizer: Any) -> int:
+    """Everything the model wrote that is not the final content (re-tokenized estimate)."""
+    content_tokens = len(tokenizer.encode(content, add_special_tokens=False)) if content else 0
+    return max(0, done.usage.completion_tokens - content_tokens)
 
 
 def _usage(done: Done, builder: ReplyBuilder, tokenizer: Any) -> dict:
     u = done.usage
-    content_tokens = len(tokenizer.encode(builder.content, add_special_tokens=False)) if builder.content else 0
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
-        # Everything the model wrote that is not the final content (re-tokenized estimate).
-        "completion_tokens_details": {"reasoning_tokens": max(0, u.completion_tokens - content_tokens)},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens(done, builder.content, tokenizer)},
         "injected_tokens": u.injected_tokens,  # tool output, not generated: an extension field
     }
 
 
-async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Request) -> dict:
-    """Run to the end; a client that disconnects meanwhile cancels the run (and its sandbox work)."""
-    builder = ReplyBuilder(plan.protocol, plan.id)
+async def run_to_done(events: AsyncIterator[Event], request: Request, feed: Callable[[Event], Any]) -> Done:
+    """Feed every event to ``feed`` and return the last; a client that disconnects meanwhile
+    cancels the run (and its sandbox work)."""
 
     async def consume() -> Done:
         done = None
         async for event in events:
-            builder.feed(event)
+            feed(event)
             if isinstance(event, Done):
                 done = event
         return done
@@ -339,8 +343,13 @@ async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Reque
         if not task.done() and await request.is_disconnected():
             task.cancel()
             break
+    return await task
+
+
+async def _complete(plan: ChatPlan, events: AsyncIterator[Event], request: Request) -> dict:
+    builder = ReplyBuilder(plan.protocol, plan.id)
     try:
-        done = await task
+        done = await run_to_done(events, request, builder.feed)
     except PromptTooLongError as exc:
         raise bad_request(str(exc), "messages", code="context_length_exceeded") from None
     calls = client_tool_calls(plan, done)

@@ -11,21 +11,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class ContentPart(_Lenient):
+class ContentPart(Lenient):
     type: str
     text: str | None = None
 
 
-class CalledFunction(_Lenient):
+class CalledFunction(Lenient):
     name: str
     arguments: str = ""  # JSON text, as OpenAI sends it
 
 
-class MessageToolCall(_Lenient):
+class MessageToolCall(Lenient):
     """A call the assistant made in an earlier turn, sent back by the client with its result."""
 
     id: str = ""
@@ -33,7 +33,7 @@ class MessageToolCall(_Lenient):
     function: CalledFunction
 
 
-class ChatMessage(_Lenient):
+class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -49,11 +49,11 @@ class ChatMessage(_Lenient):
         return "".join(p.text or "" for p in self.content)
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class AgentOptions(_Lenient):
+class AgentOptions(Lenient):
     """Extension body field ``agent``: how the server runs the loop for this request."""
 
     tools: bool | list[str] = True  # on, off, or the names of the tools to enable
@@ -73,7 +73,7 @@ def _stops(value: StopField) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-class _GenerationRequest(_Lenient):
+class _GenerationRequest(Lenient):
     """Fields both endpoints share.
 
     Sampling values are checked here as vLLM's ``SamplingParams._verify_args`` checks them (vLLM

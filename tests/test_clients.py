@@ -179,6 +179,13 @@ def test_sdk_examples_run_against_the_server(server_url, reference):  # noqa: F8
     plain = _run([sys.executable, str(EXAMPLES / "non_streaming.py"), reference["question"]], url)
     assert plain.returncode == 0, plain.stderr
     assert f"answer: {reference['content']}" in plain.stdout and "tool step 0:" in plain.stdout
+    responses = _run([sys.executable, str(EXAMPLES / "responses_hosted_tools.py"), reference["question"]], url)
+    assert responses.returncode == 0, responses.stderr
+    if first["name"] == "code":
+        assert f"[code] {first['arguments'].strip()} -> {first['output'].strip()!r}" in responses.stdout
+    else:
+        assert f"[search] {first['arguments']}" in responses.stdout
+    assert f"answer: {reference['content']}" in responses.stdout and "status: completed" in responses.stdout
     together = _run([sys.executable, str(EXAMPLES / "async_concurrent.py")], url)
     assert together.returncode == 0, together.stderr
     assert together.stdout.count("answer:") == 3

@@ -227,3 +227,27 @@ def test_a_server_spec_is_a_url_or_a_command_line():
     assert (stdio.target().command, stdio.target().args) == ("npx", ["-y", "@scope/server", "/srv/my", "docs"])
     with pytest.raises(McpStartError, match="needs a command line"):
         McpServerSpec.parse("  ")
+
+
+def test_a_responses_request_turns_an_mcp_server_on_by_its_label(tokenizer):
+    """On ``/v1/responses`` a ``{"type": "mcp", "server_label": ...}`` tool offers that server's tools;
+    each call is an ``mcp_call`` item with its output, a failed one with its error."""
+    from openai.types.responses import Response
+
+    turns = [call("add", a=2, b=40), call("crash"), "The sum is 42." + EOS, "Hi." + EOS]
+    with serving(tokenizer, turns, [STDIO]) as (http, backend):
+        r = http.post("/v1/responses", json={"model": MODEL, "input": "What is 2 + 40?",
+                                             "tools": [{"type": "mcp", "server_label": "fixture"}]})
+        assert r.status_code == 200, r.text
+        data = r.json()
+        plain = http.post("/v1/responses", json={"model": MODEL, "input": "Hi"}).json()
+    Response.model_validate(data)
+    added, crashed, message = data["output"]
+    assert (added["type"], added["server_label"], added["name"]) == ("mcp_call", "fixture", "add")
+    assert (added["arguments"], added["output"], added["status"]) == ('{"a": 2, "b": 40}', "42", "completed")
+    assert crashed["status"] == "failed" and "failed during the call" in crashed["error"]["content"]
+    assert Response.model_validate(data).output_text == "The sum is 42."
+    offered = tokenizer.decode(backend.prompts[0], skip_special_tokens=False)
+    assert '"name": "add"' in offered and '"name": "python"' not in offered  # only what the request listed
+    assert '"name": "add"' not in tokenizer.decode(backend.prompts[-1], skip_special_tokens=False)
+    assert plain["status"] == "completed"

@@ -23,6 +23,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -30,6 +32,7 @@ from schemathesis.config import SchemathesisConfig
 from live_server import MODEL, server_url, validate  # noqa: F401  (pytest fixture)
 
 TOKEN_CAP = 24
+STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def api_schema(server_url):
 # and a schema loaded at import time would need the server up before collection. So each
 # operation's Hypothesis strategy (``APIOperation.as_strategy``) is driven by ``@given`` inside an
 # ordinary test that has the live server fixture.
-GENERATION = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
+GENERATION = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/responses")}
 OPERATIONS = sorted(GENERATION | {("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("GET", "/health"),
                                   ("GET", "/version"), ("GET", "/metrics")})
 
@@ -59,7 +62,7 @@ def _clamp(body) -> None:
     """Keep generated requests cheap: cap every token budget a body can carry."""
     if not isinstance(body, dict):
         return
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         if isinstance(body.get(key), int) and not isinstance(body.get(key), bool) and body[key] > TOKEN_CAP:
             body[key] = TOKEN_CAP
     agent = body.get("agent")
@@ -80,6 +83,7 @@ REFUSED = {
                              "presence_penalty", "frequency_penalty"),
     "/v1/completions": ("n", "best_of", "echo", "suffix", "logprobs", "top_k", "min_p", "repetition_penalty",
                         "presence_penalty", "frequency_penalty", "skip_special_tokens"),
+    "/v1/responses": ("background", "conversation", "prompt", "text", "tool_choice", "previous_response_id"),
 }
 
 
@@ -102,6 +106,12 @@ def _accepted(path: str, body) -> None:
                 for part in message["content"]:
                     if isinstance(part, dict):
                         part["type"] = "text"
+    if path == "/v1/responses":
+        body["input"] = body["input"] if isinstance(body.get("input"), str) and body["input"] else "Hello?"
+        body["tools"] = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") in
+                         ("web_search", "code_interpreter")]
+        if isinstance(body.get("agent"), dict):
+            body["agent"].pop("tools", None)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         body["prompt"] = [t % 1000 for t in prompt]
@@ -115,6 +125,9 @@ def _check_response(case, response) -> None:
         validate(json.loads(text), "ErrorResponse")
         return
     if status != 200 or case.method.upper() != "POST":
+        return
+    if case.path.endswith("/responses"):
+        _check_responses_reply(response)
         return
     name = ("CreateChatCompletionResponse" if case.path.endswith("/chat/completions")
             else "CreateCompletionResponse")
@@ -136,6 +149,21 @@ def _check_response(case, response) -> None:
                 validate(chunk, name, relax=("stream_finish_reason",))
     else:
         validate(json.loads(text), name)
+
+
+def _check_responses_reply(response) -> None:
+    """A Responses reply parses with the ``openai`` package's own types; a stream's events too, numbered
+    strictly upwards, the last one the response's end."""
+    if "text/event-stream" not in str(response.headers.get("content-type")):
+        Response.model_validate(json.loads(response.text))
+        return
+    assert not response.stream_cut_short, "the whole stream should have been read"
+    events = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    for event in events:
+        STREAM_EVENT.validate_python(event)
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == sorted(set(numbers)), numbers
+    assert events[-1]["type"] in ("response.completed", "response.incomplete", "response.failed"), events[-1]
 
 
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [

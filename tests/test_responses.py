@@ -1,0 +1,376 @@
+"""``/v1/responses``: OpenAI's Responses API with hosted tools, against a real uvicorn.
+
+Scripted model turns (the tiny fixture's tokenizer) make each item shape exact: the ``openai`` SDK's
+``responses.create`` and ``responses.stream``, an ``openai-agents`` ``Agent`` on
+``OpenAIResponsesModel`` with a hosted tool and a ``@function_tool``, the raw event stream, errors.
+Every response and every event is validated with the ``openai`` package's own Responses types. The
+trained tiny model then shows that a Responses request and a chat request run the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from live_server import (  # noqa: F401 - server_url is a fixture
+    ARITH_QUESTIONS,
+    WEATHER,
+    assert_error,
+    fixture_tools,
+    http_client,
+    running_server,
+    server_url,
+)
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+from scripted_backend import EOS, ScriptedBackend
+
+from agent_runtime.budget import Budget
+from agent_runtime.protocol import HERMES, TAPO, Protocol
+from agent_runtime.tools import FunctionTool, ToolRegistry
+from server.state import ServerState
+
+MODEL = "scripted"
+RESPONSES = "/v1/responses"
+CODE = {"type": "code_interpreter", "container": {"type": "auto"}}
+WEB_SEARCH = {"type": "web_search"}
+GET_WEATHER = {"type": "function", **WEATHER["function"]}  # the Responses API's flat function tool
+STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
+
+CODE_TURNS = ["<think>I will compute.</think><code>print(6 * 7)</code>",
+              "<think>The program printed 42.</think><answer>42</answer>" + EOS]
+
+
+def hermes_call(name: str, **arguments) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>" + EOS
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
+
+
+@contextlib.contextmanager
+def serving(tokenizer, turns: list[str], *, protocol: Protocol = TAPO, tools: ToolRegistry | None = None,
+            backend=None) -> Iterator[tuple[httpx.Client, str, Any]]:
+    backend = backend or ScriptedBackend(tokenizer, turns)
+    state = ServerState(backend=backend, tools=tools or fixture_tools(), model_name=MODEL, protocol=protocol,
+                        budget=Budget(max_tool_calls=3))
+    with running_server(state) as url, http_client(url) as http:
+        yield http, url, backend
+
+
+def create(http: httpx.Client, **body) -> dict:
+    r = http.post(RESPONSES, json={"model": MODEL, **body})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    Response.model_validate(data)
+    return data
+
+
+def stream_events(http: httpx.Client, **body) -> list[dict]:
+    """The raw stream: every event validates as an OpenAI stream event, named as its SSE ``event``,
+    numbered strictly upwards from 0."""
+    events, names = [], []
+    with http.stream("POST", RESPONSES, json={"model": MODEL, "stream": True, **body}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                names.append(line[7:])
+            elif line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    for event in events:
+        STREAM_EVENT.validate_python(event)
+    assert names == [e["type"] for e in events]
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 0, numbers
+    return events
+
+
+def output_text(data: dict) -> str:
+    return Response.model_validate(data).output_text
+
+
+def shapes(output: list[dict]) -> list[tuple]:
+    """Items without their generated ids: what two runs of the same script must agree on."""
+    return [tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(item.items()) if k not in ("id", "container_id",
+                                                                                                    "call_id"))
+            for item in output]
+
+
+# ---- hosted tools through the openai SDK --------------------------------------------------------
+
+
+def test_sdk_create_with_code_interpreter_returns_one_item_per_step(tokenizer):
+    from openai import OpenAI
+
+    with serving(tokenizer, CODE_TURNS) as (http, url, _):
+        reply = OpenAI(base_url=f"{url}/v1", api_key="unused").responses.create(
+            model=MODEL, input="What is 6 * 7?", tools=[CODE])
+    assert reply.status == "completed" and reply.output_text == "42"
+    assert [item.type for item in reply.output] == ["reasoning", "code_interpreter_call", "reasoning", "message"]
+    thinking, code, after, message = reply.output
+    assert thinking.content[0].text.strip() == "I will compute."
+    assert code.code == "print(6 * 7)" and code.status == "completed"
+    assert [(o.type, o.logs) for o in code.outputs] == [("logs", "42\n")]  # the program ran
+    assert code.id.startswith(reply.id) and code.container_id
+    assert after.content[0].text.strip() == "The program printed 42."
+    assert message.role == "assistant" and message.status == "completed"
+    usage = reply.usage
+    assert usage.input_tokens > 0 and usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert 0 < usage.output_tokens_details.reasoning_tokens < usage.output_tokens
+    assert reply.tools[0].type == "code_interpreter"
+
+
+def test_the_stream_sends_openais_event_sequence_and_ends_with_the_same_response(tokenizer):
+    with serving(tokenizer, CODE_TURNS * 2) as (http, _, _):
+        plain = create(http, input="What is 6 * 7?", tools=[CODE])
+        events = stream_events(http, input="What is 6 * 7?", tools=[CODE])
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
+    code_events = [k for k in kinds if k.startswith("response.code_interpreter_call")]
+    assert code_events == ["response.code_interpreter_call.in_progress", "response.code_interpreter_call_code.delta",
+                           "response.code_interpreter_call_code.done", "response.code_interpreter_call.interpreting",
+                           "response.code_interpreter_call.completed"]
+    final = events[-1]["response"]
+    Response.model_validate(final)
+    assert shapes(final["output"]) == shapes(plain["output"])
+    # Each item is announced, then finished, with the same id; its deltas add up to its text.
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert [e["item"]["id"] for e in added] == [e["item"]["id"] for e in done] == [i["id"] for i in final["output"]]
+    assert [e["item"] for e in done] == final["output"]
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == "42"
+    reasoning = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta")
+    assert "I will compute." in reasoning and "The program printed 42." in reasoning
+
+
+def test_sdk_stream_helper_accumulates_the_answer(tokenizer):
+    from openai import OpenAI
+
+    with serving(tokenizer, CODE_TURNS) as (_, url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        with client.responses.stream(model=MODEL, input="What is 6 * 7?", tools=[CODE]) as stream:
+            deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+            final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "42"
+
+
+def test_web_search_is_a_web_search_call_with_its_query(tokenizer):
+    turns = ["<think>Look it up.</think><search>capital of Norway</search>", "<answer>Oslo</answer>" + EOS]
+    searched: list[str] = []
+    tools = ToolRegistry([FunctionTool("search", lambda q: searched.append(q) or "Oslo is the capital of Norway.")])
+    with serving(tokenizer, turns * 2, tools=tools) as (http, _, _):
+        data = create(http, input="What is the capital of Norway?", tools=[WEB_SEARCH])
+        events = stream_events(http, input="What is the capital of Norway?", tools=[WEB_SEARCH])
+    search = next(i for i in data["output"] if i["type"] == "web_search_call")
+    assert search["status"] == "completed"
+    assert search["action"] == {"type": "search", "query": "capital of Norway"}
+    assert searched == ["capital of Norway"] * 2
+    assert output_text(data) == "Oslo"
+    assert [e["type"] for e in events if e["type"].startswith("response.web_search_call")] == [
+        "response.web_search_call.in_progress", "response.web_search_call.searching",
+        "response.web_search_call.completed"]
+
+
+def test_hosted_tools_run_only_when_listed(tokenizer):
+    """Without a hosted tool in ``tools`` the model is offered none: its code block is not run."""
+    ran: list[str] = []
+    tools = ToolRegistry([FunctionTool("code", lambda code: ran.append(code) or "42\n")])
+    turns = ["<code>print(6 * 7)</code>", "<answer>42</answer>" + EOS]
+    with serving(tokenizer, turns, tools=tools) as (http, _, backend):
+        data = create(http, input="What is 6 * 7?")
+    assert ran == []
+    assert not any(i["type"] == "code_interpreter_call" for i in data["output"])
+    assert "<code>" not in tokenizer.decode(backend.prompts[0])  # the system prompt offers no code tool
+
+
+# ---- function calling: the client's functions, the server's tools beside them -------------------
+
+
+def test_a_client_function_comes_back_as_a_function_call_and_its_output_continues(tokenizer):
+    turns = [hermes_call("python", code="print(12 * 34)"), hermes_call("get_weather", city="Oslo"),
+             "In Oslo it is 408 and drizzly." + EOS]
+    with serving(tokenizer, turns, protocol=HERMES) as (http, _, backend):
+        first = create(http, input="Compute 12 * 34, then the weather in Oslo.", tools=[CODE, GET_WEATHER])
+        assert first["status"] == "completed"
+        code, call = first["output"]
+        assert code["type"] == "code_interpreter_call" and code["outputs"] == [{"type": "logs", "logs": "408\n"}]
+        assert call["type"] == "function_call" and call["name"] == "get_weather"
+        assert json.loads(call["arguments"]) == {"city": "Oslo"} and call["call_id"].startswith("call_")
+        # As the Agents SDK continues: the earlier items, then the function's output.
+        history = [{"role": "user", "content": "Compute 12 * 34, then the weather in Oslo."}, *first["output"],
+                   {"type": "function_call_output", "call_id": call["call_id"], "output": "Drizzle in Oslo"}]
+        second = create(http, input=history, tools=[CODE, GET_WEATHER])
+    assert output_text(second) == "In Oslo it is 408 and drizzly."
+    resumed = tokenizer.decode(backend.prompts[-1], skip_special_tokens=False)
+    # The model sees its own code call and its result again, then the function's result.
+    assert "print(12 * 34)" in resumed and "408" in resumed and "Drizzle in Oslo" in resumed
+    assert resumed.index("408") < resumed.index("Drizzle in Oslo")
+
+
+def test_the_stream_sends_a_function_calls_arguments(tokenizer):
+    with serving(tokenizer, [hermes_call("get_weather", city="Oslo")], protocol=HERMES) as (http, _, _):
+        events = stream_events(http, input="Weather in Oslo?", tools=[GET_WEATHER])
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+    (call,) = events[-1]["response"]["output"]
+    assert call["type"] == "function_call" and json.loads(call["arguments"]) == {"city": "Oslo"}
+    delta = "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta")
+    assert delta == call["arguments"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_agents_agent_on_the_responses_model(tokenizer, stream):
+    from agents import Agent, CodeInterpreterTool, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # no upload to OpenAI's trace service
+    weather_calls: list[str] = []
+    checked: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        weather_calls.append(city)
+        return f"Drizzle in {city}"
+
+    async def check(response: httpx.Response) -> None:  # every reply the framework reads, validated
+        await response.aread()
+        assert response.status_code == 200, response.text
+        if response.headers["content-type"].startswith("text/event-stream"):
+            for line in response.text.splitlines():
+                if line.startswith("data: "):
+                    STREAM_EVENT.validate_python(json.loads(line[6:]))
+                    checked.append("event")
+        else:
+            Response.model_validate(response.json())
+            checked.append("response")
+
+    turns = [hermes_call("python", code="print(12 * 34)"), hermes_call("get_weather", city="Oslo"),
+             "In Oslo it is 408 and drizzly." + EOS]
+    with serving(tokenizer, turns, protocol=HERMES) as (_, url, backend):
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused",
+                             http_client=httpx.AsyncClient(event_hooks={"response": [check]}, timeout=60))
+        agent = Agent(name="weather", instructions="Answer with the tools.",
+                      model=OpenAIResponsesModel(model=MODEL, openai_client=client),
+                      tools=[get_weather, CodeInterpreterTool(tool_config=CODE)])
+
+        async def go() -> str:
+            if not stream:
+                return (await Runner.run(agent, "Compute 12 * 34, then the weather in Oslo.")).final_output
+            result = Runner.run_streamed(agent, "Compute 12 * 34, then the weather in Oslo.")
+            async for _ in result.stream_events():
+                pass
+            return result.final_output
+
+        final = asyncio.run(go())
+    assert final == "In Oslo it is 408 and drizzly."
+    assert weather_calls == ["Oslo"]
+    assert checked.count("event" if stream else "response") >= 2
+    resumed = tokenizer.decode(backend.prompts[-1], skip_special_tokens=False)
+    assert "Drizzle in Oslo" in resumed and "Answer with the tools." in resumed
+
+
+# ---- budgets and failures ------------------------------------------------------------------------
+
+
+def test_the_output_token_budget_makes_an_incomplete_response(tokenizer):
+    turns = ["<think>" + "very long thoughts " * 20 + "</think><answer>42</answer>" + EOS] * 2
+    with serving(tokenizer, turns) as (http, _, _):
+        data = create(http, input="What is 6 * 7?", max_output_tokens=8)
+        events = stream_events(http, input="What is 6 * 7?", max_output_tokens=8)
+    assert data["status"] == "incomplete" and data["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert data["usage"]["output_tokens"] == 8
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+class FailingBackend(ScriptedBackend):
+    """Generates a few tokens of its one turn, then fails as a broken engine would."""
+
+    async def generate(self, prompt_ids, params):
+        n = 0
+        async for chunk in super().generate(prompt_ids, params):
+            yield chunk
+            n += 1
+            if n == 3:
+                raise RuntimeError("the engine broke")
+
+
+def test_a_generation_that_fails_mid_stream_ends_with_response_failed(tokenizer):
+    backend = FailingBackend(tokenizer, ["<think>thinking for a while</think><answer>x</answer>" + EOS])
+    with serving(tokenizer, [], backend=backend) as (http, _, _):
+        events = stream_events(http, input="Hello?")
+        health = http.get("/health").json()
+    assert events[-1]["type"] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert "Traceback" not in json.dumps(events)
+    assert health["in_flight"] == 0  # the request's slot went back
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, 400, "tools.0.type"),
+    ({"tools": [{"type": "function"}]}, 400, "tools.0.name"),
+    ({"tools": [{"type": "mcp", "server_label": "nowhere", "server_url": "http://example.com"}]}, 400,
+     "tools.0.server_label"),
+    ({"tools": [{"type": "code_interpreter", "container": "cntr_unknown"}]}, 404, "tools.0.container"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, 400, "text.format"),
+    ({"input": [{"type": "input_image", "image_url": "http://x"}]}, 400, "input.0.type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}, 400,
+     "input.0.content.0.type"),
+    ({"input": [{"role": "robot", "content": "hi"}]}, 400, "input.0.role"),
+    ({"input": []}, 400, "input"),
+    ({"input": [{"role": "assistant", "content": "hi"}]}, 400, "input"),
+    ({"tool_choice": "required"}, 400, "tool_choice"),
+    ({"tool_choice": {"type": "code_interpreter"}}, 400, "tool_choice"),
+    ({"background": True}, 400, "background"),
+    ({"agent": {"tools": ["code"]}}, 400, "agent.tools"),
+    ({"agent": {"protocol": "nonsense"}}, 400, "agent.protocol"),
+    ({"max_output_tokens": 0}, 400, "max_output_tokens"),
+    ({"temperature": 3}, 400, "temperature"),
+    ({"previous_response_id": "resp_unknown"}, 404, "previous_response_id"),
+    ({"model": "other"}, 404, "model"),
+])
+def test_bad_requests_get_openai_errors_naming_the_parameter(tokenizer, body, status, param):
+    with serving(tokenizer, []) as (http, _, backend):
+        r = http.post(RESPONSES, json={"model": MODEL, "input": "Hello?", **body})
+        assert_error(r, status, param=param)
+        assert backend.prompts == []  # refused before anything ran
+
+
+def test_web_search_on_a_server_without_search_is_refused(tokenizer):
+    with serving(tokenizer, [], tools=ToolRegistry([FunctionTool("code", lambda c: "")])) as (http, _, _):
+        r = http.post(RESPONSES, json={"model": MODEL, "input": "Hello?", "tools": [WEB_SEARCH]})
+    assert "search" in assert_error(r, 400, param="tools.0")["message"]
+
+
+# ---- the trained tiny model: the same loop as chat completions ----------------------------------
+
+
+def test_a_responses_request_runs_the_same_agent_as_a_chat_request(server_url):
+    """Greedy, the Responses API and chat completions give the same answer and the same tool calls."""
+    with http_client(server_url) as http:
+        for question in ARITH_QUESTIONS[:2]:
+            chat = http.post("/v1/chat/completions", json={
+                "model": "tiny", "messages": [{"role": "user", "content": question}], "temperature": 0}).json()
+            r = http.post(RESPONSES, json={"model": "tiny", "input": question, "temperature": 0,
+                                           "tools": [CODE, WEB_SEARCH]})
+            assert r.status_code == 200, r.text
+            data = r.json()
+            Response.model_validate(data)
+            message = chat["choices"][0]["message"]
+            assert output_text(data) == message["content"]
+            calls = [(i.get("code") or i.get("action", {}).get("query")) for i in data["output"]
+                     if i["type"] in ("code_interpreter_call", "web_search_call")]
+            assert calls == [s["arguments"] for s in message["tool_steps"]]
+            logs = [i["outputs"][0]["logs"] for i in data["output"] if i["type"] == "code_interpreter_call"]
+            assert logs == [s["output"] for s in message["tool_steps"] if s["name"] == "code"]
