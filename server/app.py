@@ -7,8 +7,9 @@ import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
+from typing import Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -17,7 +18,8 @@ from server.chat import chat_completions
 from server.completions import completions
 from server.errors import APIError, install_error_handlers
 from server.response_schemas import ResponseRequest
-from server.responses import create_response
+from server.response_store import owner_of
+from server.responses import create_response, delete_stored_response, list_input_items, stored_response
 from server.schemas import ChatCompletionRequest, CompletionRequest
 from server.state import ServerState
 
@@ -41,19 +43,23 @@ def create_app(state: ServerState) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
 
-    def require_key(request: Request) -> None:
-        if state.api_key is None:
-            return
+    def require_key(request: Request) -> str:
+        """The caller, as the owner of what it stores (:func:`~server.response_store.owner_of` its key)."""
+        if not state.api_keys:
+            return owner_of(None)
         # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError,
         # so a 500). Header values arrive as raw bytes, which Starlette decodes as latin-1: encoding
         # back gives the bytes the client sent, so a UTF-8 key matches when sent as UTF-8. (A key
         # read from an environment that is not UTF-8 keeps its bytes through surrogateescape.)
         header = request.headers.get("authorization", "").encode("latin-1")
         scheme, _, token = header.partition(b" ")
-        expected = state.api_key.encode("utf-8", "surrogateescape")
-        if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), expected):
-            raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+        token = token.strip()
+        # Every key is compared, so that the time taken says nothing about which one matched.
+        matches = [k for k in state.api_keys if secrets.compare_digest(token, k.encode("utf-8", "surrogateescape"))]
+        if scheme.lower() == b"bearer" and matches:
+            return owner_of(matches[0])
+        raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     async def chat(body: ChatCompletionRequest, request: Request):
@@ -63,9 +69,23 @@ def create_app(state: ServerState) -> FastAPI:
     async def complete(body: CompletionRequest, request: Request):
         return await completions(body, request, state)
 
-    @app.post("/v1/responses", dependencies=[Depends(require_key)])
-    async def responses(body: ResponseRequest, request: Request):
-        return await create_response(body, request, state)
+    @app.post("/v1/responses")
+    async def responses(body: ResponseRequest, request: Request, owner: str = Depends(require_key)):
+        return await create_response(body, request, state, owner)
+
+    @app.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str, owner: str = Depends(require_key)):
+        return (await stored_response(state, owner, response_id)).response
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, owner: str = Depends(require_key)):
+        return await delete_stored_response(state, owner, response_id)
+
+    @app.get("/v1/responses/{response_id}/input_items")
+    async def input_items(response_id: str, owner: str = Depends(require_key),
+                          limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc",
+                          after: str | None = None):
+        return await list_input_items(state, owner, response_id, limit=limit, order=order, after=after)
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models():

@@ -13,14 +13,15 @@ from agent_runtime.mcp_tools import McpServers
 from agent_runtime.models.resolve import resolve_model
 from agent_runtime.protocol import get_protocol
 from agent_runtime.toolset import default_tools
+from server.response_store import ResponseStore, default_state_dir
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
 
 
-def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+def check_exposure(host: str, api_keys: Sequence[str], insecure: bool) -> None:
     """Off loopback, the API runs code for whoever reaches it: demand a key unless told otherwise."""
-    if api_key or insecure:
+    if api_keys or insecure:
         return
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -52,13 +53,15 @@ def build_state(
     max_tool_calls: int = 4,
     max_tokens: int = 2048,
     temperature: float = 0.0,
-    api_key: str | None = None,
+    api_keys: Sequence[str] = (),
+    state_dir: str | Path | None = None,
     max_concurrency: int = 32,
     unsafe_unsandboxed: bool = False,
     mcp: Sequence[str] = (),
     mcp_timeout: float = 60.0,
 ) -> ServerState:
-    """The server's state; the ``mcp`` servers connect when it starts (:meth:`ServerState.start`)."""
+    """The server's state; the ``mcp`` servers connect when it starts (:meth:`ServerState.start`).
+    Stored responses live in ``state_dir`` (default: the user's data directory)."""
     proto = get_protocol(protocol)
     if mcp and not proto.function_calling:
         raise ValueError(f"--mcp offers the MCP servers' tools as functions, which the {proto.name} protocol cannot "
@@ -71,7 +74,8 @@ def build_state(
     backend = make_backend(resolved, engine, engine_url)
     state = ServerState(
         backend=backend, tools=tools, model_name=served_name(model, resolved), protocol=proto, budget=budget,
-        temperature=temperature, api_key=api_key, max_concurrency=max_concurrency, mcp=servers,
+        temperature=temperature, api_keys=tuple(api_keys), max_concurrency=max_concurrency, mcp=servers,
+        store=ResponseStore.in_dir(state_dir if state_dir is not None else default_state_dir()),
     )
     log.info("serving model=%s engine=%s tools=%s protocol=%s", state.model_name, backend.info.name,
              ",".join(tools.names) or "none", proto.name)

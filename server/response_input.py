@@ -8,6 +8,7 @@ honour is a 400 that names the part of the Responses body at fault.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -39,15 +40,14 @@ def chat_request(req: ResponseRequest, history: Sequence[ChatMessage], tools: Se
     """The chat request that runs ``req``; ``history`` is the stored conversation it continues;
     ``function_calling``: whether the protocol that will serve it calls functions."""
     refuse_unsupported(req)
-    messages = list(history)
-    if req.instructions:
-        # Instructions are not carried over from a previous response (OpenAI's rule): this turn's lead.
-        messages = [m for m in messages if m.role != "system"]
-        messages.insert(0, ChatMessage(role="system", content=req.instructions))
-    messages.extend(input_messages(req.input, function_calling=function_calling))
+    # Instructions lead this turn only: a stored conversation never holds them (OpenAI's rule).
+    messages = [ChatMessage(role="system", content=req.instructions)] if req.instructions else []
+    messages += [*history, *input_messages(req.input, function_calling=function_calling)]
     if not any(m.role in ("user", "tool") for m in messages):
         raise bad_request("the input holds no user message or function call output", "input")
     functions, enabled = _tools(req.tools, tools)
+    if req.tool_choice == "none":  # no tool at all, the hosted ones included (OpenAI's meaning)
+        enabled = []
     return ChatCompletionRequest(
         model=req.model,
         messages=messages,
@@ -62,6 +62,31 @@ def chat_request(req: ResponseRequest, history: Sequence[ChatMessage], tools: Se
                            max_tool_calls=req.max_tool_calls if req.max_tool_calls is not None else req.agent.max_tool_calls,
                            max_tokens_per_turn=req.agent.max_tokens_per_turn, wall_clock_s=req.agent.wall_clock_s),
     )
+
+
+def conversation(chat: ChatCompletionRequest, req: ResponseRequest) -> list[ChatMessage]:
+    """The messages of ``chat`` that a continuation carries: all but this turn's instructions."""
+    return chat.messages[1:] if req.instructions else list(chat.messages)
+
+
+def listed_input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``input`` as ``/input_items`` lists it: items with ids, a message's text as content parts."""
+    items = [{"role": "user", "content": value}] if isinstance(value, str) else value
+    listed = []
+    for item in items:
+        item = dict(item)
+        kind = item.setdefault("type", "message")
+        if kind == "message" and isinstance(item.get("content"), str):
+            part_type = "output_text" if item.get("role") == "assistant" else "input_text"
+            part: dict[str, Any] = {"type": part_type, "text": item["content"]}
+            if part_type == "output_text":
+                part["annotations"] = []
+            item["content"] = [part]
+        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
+        item.setdefault("id", f"{prefix}_{uuid.uuid4().hex}")
+        item.setdefault("status", "completed")
+        listed.append(item)
+    return listed
 
 
 def as_responses_error(exc: APIError) -> APIError:

@@ -26,9 +26,17 @@ from agent_runtime.events import Done, Event
 from agent_runtime.protocol import get_protocol
 from server.chat import ChatPlan, client_tool_calls, observed_events, plan_chat, reasoning_tokens, run_to_done
 from server.errors import APIError, bad_request
-from server.response_input import ServerTools, as_responses_error, chat_request
+from server.response_input import (
+    ServerTools,
+    as_responses_error,
+    chat_request,
+    conversation,
+    input_messages,
+    listed_input_items,
+)
 from server.response_items import ResponseItems
 from server.response_schemas import ResponseRequest
+from server.response_store import StoredResponse
 from server.schemas import ChatMessage
 from server.state import ServerState
 
@@ -48,7 +56,8 @@ class ResponseRun:
     usage: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
-    history: list[ChatMessage] = field(default_factory=list)
+    conversation: list[ChatMessage] = field(default_factory=list)  # what it continued, then its input
+    stored: bool = False  # kept when it ends (``store`` asked for, and this server has a store)
 
     def body(self) -> dict[str, Any]:
         """The ``response`` object, as OpenAI's API returns it."""
@@ -74,7 +83,7 @@ class ResponseRun:
             "text": {"format": {"type": "text"}},
             "truncation": req.truncation or "disabled",
             "metadata": req.metadata or {},
-            "store": req.store,
+            "store": self.stored,
             "user": req.user,
             "usage": self.usage,
             "error": self.error,
@@ -110,7 +119,7 @@ def plan_response(req: ResponseRequest, state: ServerState, history: Sequence[Ch
     items = ResponseItems(plan.protocol, response_id, container_id=f"cntr_{response_id[5:]}",
                           mcp_server_of=mcp_server_of)
     return ResponseRun(id=response_id, created_at=int(time.time()), request=req, plan=plan, items=items,
-                       history=list(history))
+                       conversation=conversation(chat, req), stored=req.store and state.store is not None)
 
 
 def finish(run: ResponseRun, done: Done) -> list[dict[str, Any]]:
@@ -131,16 +140,59 @@ def finish(run: ResponseRun, done: Done) -> list[dict[str, Any]]:
     return events
 
 
-async def create_response(req: ResponseRequest, request: Request, state: ServerState):
+async def save(run: ResponseRun, state: ServerState, owner: str) -> None:
+    """Keep a finished response: its object, its input items, and the conversation it ends."""
+    if not run.stored:
+        return
+    reply = input_messages(run.items.output, function_calling=run.plan.protocol.function_calling)
+    record = StoredResponse(run.id, run.body(), listed_input_items(run.request.input),
+                            [m.model_dump(exclude_none=True) for m in [*run.conversation, *reply]])
+    await state.store.aput(owner, record)
+
+
+async def stored_response(state: ServerState, owner: str, response_id: str,
+                          param: str | None = None) -> StoredResponse:
+    """A stored response of ``owner``'s; 404 for any other (another key's answers the same as none)."""
+    record = await state.store.aget(owner, response_id) if state.store is not None else None
+    if record is None:
+        raise APIError(404, f"no stored response with id {response_id!r}", type="not_found_error", param=param,
+                       code="response_not_found")
+    return record
+
+
+async def delete_stored_response(state: ServerState, owner: str, response_id: str) -> dict[str, Any]:
+    if state.store is None or not await state.store.adelete(owner, response_id):
+        raise APIError(404, f"no stored response with id {response_id!r}", type="not_found_error",
+                       code="response_not_found")
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+async def list_input_items(state: ServerState, owner: str, response_id: str, *, limit: int, order: str,
+                           after: str | None) -> dict[str, Any]:
+    items = (await stored_response(state, owner, response_id)).input_items
+    if order == "desc":
+        items = items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise bad_request(f"no input item {after!r} in response {response_id!r}", "after")
+        items = items[ids.index(after) + 1:]
+    page = items[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+
+
+async def create_response(req: ResponseRequest, request: Request, state: ServerState, owner: str):
+    history: list[ChatMessage] = []
     if req.previous_response_id is not None:
-        raise APIError(404, f"no stored response {req.previous_response_id!r}", type="not_found_error",
-                       param="previous_response_id", code="response_not_found")
-    run = plan_response(req, state)
+        previous = await stored_response(state, owner, req.previous_response_id, "previous_response_id")
+        history = [ChatMessage.model_validate(m) for m in previous.conversation]
+    run = plan_response(req, state, history)
     slot = state.limiter.acquire()
     events = observed_events(run.plan, state, "responses")
     if req.stream:
         return EventSourceResponse(
-            _stream(run, events, slot.release),
+            _stream(run, events, slot.release, state, owner),
             ping=15,
             background=BackgroundTask(slot.release),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -151,12 +203,14 @@ async def create_response(req: ResponseRequest, request: Request, state: ServerS
         except PromptTooLongError as exc:
             raise bad_request(str(exc), "input", code="context_length_exceeded") from None
         finish(run, done)
+        await save(run, state, owner)
         return JSONResponse(run.body())
     finally:
         slot.release()
 
 
-async def _stream(run: ResponseRun, events: AsyncIterator[Event], release) -> AsyncIterator[dict]:
+async def _stream(run: ResponseRun, events: AsyncIterator[Event], release, state: ServerState,
+                  owner: str) -> AsyncIterator[dict]:
     sequence = 0
 
     def sse(event: dict[str, Any]) -> dict:
@@ -174,6 +228,7 @@ async def _stream(run: ResponseRun, events: AsyncIterator[Event], release) -> As
             if isinstance(event, Done):
                 for item_event in finish(run, event):
                     yield sse(item_event)
+                await save(run, state, owner)  # before the last event: a client may continue at once
                 kind = "response.incomplete" if run.status == "incomplete" else "response.completed"
                 yield sse({"type": kind, "response": run.body()})
     except Exception as exc:  # whatever failed, the stream ends with response.failed
@@ -183,6 +238,10 @@ async def _stream(run: ResponseRun, events: AsyncIterator[Event], release) -> As
             log.exception("responses stream failed id=%s", run.id)
             run.error = {"code": "server_error", "message": "the generation failed"}
         run.status = "failed"
+        try:
+            await save(run, state, owner)
+        except Exception:
+            log.exception("could not store the failed response id=%s", run.id)
         yield sse({"type": "response.failed", "response": run.body()})
     finally:
         release()

@@ -14,6 +14,7 @@ from agent_runtime.tools import ToolRegistry
 from server.errors import APIError
 from server.limits import ConcurrencyLimiter
 from server.metrics import Metrics
+from server.response_store import ResponseStore
 
 
 @dataclass
@@ -24,12 +25,13 @@ class ServerState:
     protocol: Protocol = TAPO
     budget: Budget = field(default_factory=Budget)
     temperature: float = 0.0  # greedy unless a request says otherwise
-    api_key: str | None = None
+    api_keys: tuple[str, ...] = ()  # any of them opens the API; none: no key needed
     max_concurrency: int = 32
     metrics: Metrics = field(default_factory=Metrics)
     limiter: ConcurrencyLimiter = field(init=False)
     extra_info: dict[str, Any] = field(default_factory=dict)
     mcp: McpServers | None = None  # connected by start(); their tools join ``tools``
+    store: ResponseStore | None = None  # stored responses; None: nothing is stored
     _started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:

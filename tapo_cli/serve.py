@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -24,7 +25,9 @@ def serve(
     max_tool_calls: MaxToolCallsOpt = 4,
     host: Annotated[str, typer.Option("--host", help="Interface to bind; loopback by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAPO_API_KEY", help="Require this bearer key.")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option(
+        "--api-key", envvar="TAPO_API_KEY", help="Require a bearer key: this one, or another given again (repeatable; "
+        "each key sees only the responses it stored).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback host without a key.")] = False,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="Requests at once; more get 503.")] = 32,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default model-token cap per reply.")] = 2048,
@@ -33,8 +36,13 @@ def serve(
         "--mcp", metavar="SERVER", help="An MCP server whose tools the model may call: a command line (stdio) or an http(s):// URL "
                       "(streamable HTTP). Repeatable; needs a function-calling protocol (--protocol hermes).")] = None,
     mcp_timeout: Annotated[float, typer.Option("--mcp-timeout", min=0.1, help="Seconds an MCP tool call may take.")] = 60.0,
+    state_dir: Annotated[Optional[Path], typer.Option(
+        "--state-dir", envvar="TAPO_STATE_DIR", help="Where stored responses are kept (an SQLite database); default: the user's data "
+                            "directory (~/.local/share/tapo-agents on Linux).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API; the agent loop runs server-side."""
+    import sqlite3
+
     import uvicorn
 
     from agent_runtime.sandbox import SandboxUnavailableError
@@ -43,14 +51,15 @@ def serve(
 
     with_page = ctx.info_name == "demo"
     try:
-        check_exposure(host, api_key, insecure)
+        api_keys = tuple(api_key or ())
+        check_exposure(host, api_keys, insecure)
         state = build_state(
             model=model, engine=engine, engine_url=engine_url, protocol=protocol, search_backend=search_backend,
             search_index=search_index, search_url=search_url, max_tool_calls=max_tool_calls, max_tokens=max_tokens,
-            temperature=temperature, api_key=api_key, max_concurrency=max_concurrency, mcp=mcp or (),
-            mcp_timeout=mcp_timeout,
+            temperature=temperature, api_keys=api_keys, max_concurrency=max_concurrency, mcp=mcp or (),
+            mcp_timeout=mcp_timeout, state_dir=state_dir,
         )
-    except (ValueError, OSError, ImportError, SandboxUnavailableError) as exc:
+    except (ValueError, OSError, ImportError, SandboxUnavailableError, sqlite3.Error) as exc:
         fail(str(exc))
     api = create_app(state)
     base = f"http://{url_host(host)}:{port}"
@@ -60,7 +69,7 @@ def serve(
         except ImportError as exc:
             fail(f"the demo page needs the [demo] extra ({exc.name} is missing): pip install 'tapo-agents[demo]'")
         api = mount_page(api, f"{url_host(host, connect=True)}:{port}/v1", model=state.model_name,
-                         protocol=protocol, max_tool_calls=max_tool_calls, key_required=api_key is not None,
+                         protocol=protocol, max_tool_calls=max_tool_calls, key_required=bool(api_keys),
                          concurrency=max_concurrency)
         banner = f"demo page on {base}/ ; API on {base}/v1 (model {state.model_name})"
     else:

@@ -6,6 +6,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as scripted_backend
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Servers the tests start (``tapo serve`` included) store responses in a temporary directory,
+    never in the user's data directory."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TAPO_STATE_DIR", str(tmp_path_factory.mktemp("tapo-state")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_path(request: pytest.FixtureRequest) -> Path:
     """The trained tiny fixture model, built once per machine and cached. The first build takes minutes:

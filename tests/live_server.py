@@ -88,7 +88,7 @@ def server_url(tiny_model, tiny_tokenizer) -> Iterator[str]:
 def keyed_server_url(tiny_model, tiny_tokenizer) -> Iterator[str]:
     """A server with ``api_key="secret"`` (and a stub code tool: keys are what it is for)."""
     tools = fixture_tools(FunctionTool("code", lambda code: "42\n"))
-    with running_server(make_state(tiny_model, tiny_tokenizer, tools=tools, api_key="secret")) as url:
+    with running_server(make_state(tiny_model, tiny_tokenizer, tools=tools, api_keys=("secret",))) as url:
         yield url
 
 

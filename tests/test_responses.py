@@ -12,6 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from typing import Any, Iterator
 
 import httpx
@@ -25,13 +30,14 @@ from live_server import (  # noqa: F401 - server_url is a fixture
     running_server,
     server_url,
 )
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 from scripted_backend import EOS, ScriptedBackend
 
 from agent_runtime.budget import Budget
 from agent_runtime.protocol import HERMES, TAPO, Protocol
 from agent_runtime.tools import FunctionTool, ToolRegistry
+from server.response_store import ResponseStore, StoredResponse, owner_of
 from server.state import ServerState
 
 MODEL = "scripted"
@@ -40,6 +46,7 @@ CODE = {"type": "code_interpreter", "container": {"type": "auto"}}
 WEB_SEARCH = {"type": "web_search"}
 GET_WEATHER = {"type": "function", **WEATHER["function"]}  # the Responses API's flat function tool
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
+INPUT_ITEM = TypeAdapter(ResponseItem)
 
 CODE_TURNS = ["<think>I will compute.</think><code>print(6 * 7)</code>",
               "<think>The program printed 42.</think><answer>42</answer>" + EOS]
@@ -56,12 +63,18 @@ def tokenizer(tiny_tokenizer):
 
 @contextlib.contextmanager
 def serving(tokenizer, turns: list[str], *, protocol: Protocol = TAPO, tools: ToolRegistry | None = None,
-            backend=None) -> Iterator[tuple[httpx.Client, str, Any]]:
+            backend=None, store: ResponseStore | None = None, api_keys: tuple[str, ...] = ()
+            ) -> Iterator[tuple[httpx.Client, str, Any]]:
+    """A server of scripted turns; its responses are stored in ``store`` (default: a fresh temporary one)."""
     backend = backend or ScriptedBackend(tokenizer, turns)
-    state = ServerState(backend=backend, tools=tools or fixture_tools(), model_name=MODEL, protocol=protocol,
-                        budget=Budget(max_tool_calls=3))
-    with running_server(state) as url, http_client(url) as http:
-        yield http, url, backend
+    with tempfile.TemporaryDirectory() as tmp:
+        state = ServerState(backend=backend, tools=tools or fixture_tools(), model_name=MODEL, protocol=protocol,
+                            budget=Budget(max_tool_calls=3), store=store or ResponseStore.in_dir(tmp),
+                            api_keys=api_keys)
+        headers = {"Authorization": f"Bearer {api_keys[0]}"} if api_keys else {}
+        with running_server(state) as url, http_client(url) as http:
+            http.headers.update(headers)
+            yield http, url, backend
 
 
 def create(http: httpx.Client, **body) -> dict:
@@ -338,9 +351,15 @@ def test_a_generation_that_fails_mid_stream_ends_with_response_failed(tokenizer)
     ({"max_output_tokens": 0}, 400, "max_output_tokens"),
     ({"temperature": 3}, 400, "temperature"),
     ({"previous_response_id": "resp_unknown"}, 404, "previous_response_id"),
+    ({"tool_choice": "none", "tools": [CODE]}, 200, None),
     ({"model": "other"}, 404, "model"),
 ])
 def test_bad_requests_get_openai_errors_naming_the_parameter(tokenizer, body, status, param):
+    if status == 200:  # a control: the same server answers a good request
+        with serving(tokenizer, ["<answer>Hi</answer>" + EOS]) as (http, _, backend):
+            data = create(http, input="Hello?", **body)
+        assert output_text(data) == "Hi" and "<code>" not in tokenizer.decode(backend.prompts[0])
+        return
     with serving(tokenizer, []) as (http, _, backend):
         r = http.post(RESPONSES, json={"model": MODEL, "input": "Hello?", **body})
         assert_error(r, status, param=param)
@@ -374,3 +393,131 @@ def test_a_responses_request_runs_the_same_agent_as_a_chat_request(server_url):
             assert calls == [s["arguments"] for s in message["tool_steps"]]
             logs = [i["outputs"][0]["logs"] for i in data["output"] if i["type"] == "code_interpreter_call"]
             assert logs == [s["output"] for s in message["tool_steps"] if s["name"] == "code"]
+
+
+# ---- stored responses -----------------------------------------------------------------------------
+
+
+def prompt_of(tokenizer, backend, n: int) -> str:
+    return tokenizer.decode(backend.prompts[n], skip_special_tokens=False)
+
+
+def test_previous_response_id_continues_the_stored_conversation(tokenizer):
+    turns = ["<answer>Hello Ada.</answer>" + EOS, "<answer>Your name is Ada.</answer>" + EOS]
+    with serving(tokenizer, turns) as (http, _, backend):
+        first = create(http, input="My name is Ada.", instructions="Answer in one sentence.", tools=[CODE])
+        second = create(http, input="What is my name?", previous_response_id=first["id"])
+    assert first["store"] is True and second["previous_response_id"] == first["id"]
+    assert output_text(second) == "Your name is Ada."
+    assert "<code>" in prompt_of(tokenizer, backend, 0)  # the code tool was offered the first time only
+    resumed = prompt_of(tokenizer, backend, 1)
+    assert resumed.index("My name is Ada.") < resumed.index("Hello Ada.") < resumed.index("What is my name?")
+    assert "Answer in one sentence." not in resumed  # instructions are not carried over (OpenAI's rule)
+    assert "<code>" not in resumed
+
+
+def test_a_function_calls_output_continues_a_stored_response(tokenizer):
+    turns = [hermes_call("get_weather", city="Oslo"), "Drizzly in Oslo." + EOS]
+    with serving(tokenizer, turns, protocol=HERMES) as (http, _, backend):
+        first = create(http, input="Weather in Oslo?", tools=[GET_WEATHER])
+        (call,) = first["output"]
+        second = create(http, previous_response_id=first["id"], tools=[GET_WEATHER],
+                        input=[{"type": "function_call_output", "call_id": call["call_id"], "output": "Drizzle"}])
+    assert output_text(second) == "Drizzly in Oslo."
+    resumed = prompt_of(tokenizer, backend, 1)
+    assert resumed.index("Weather in Oslo?") < resumed.index('"city": "Oslo"') < resumed.index("Drizzle")
+
+
+def test_sdk_retrieves_lists_the_input_of_and_deletes_a_stored_response(tokenizer):
+    from openai import NotFoundError, OpenAI
+
+    with serving(tokenizer, CODE_TURNS) as (_, url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        made = client.responses.create(model=MODEL, tools=[CODE], input=[
+            {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "What is 6 * 7?"}])
+        again = client.responses.retrieve(made.id)
+        items = client.responses.input_items.list(made.id, order="asc")
+        newest_first = client.responses.input_items.list(made.id, limit=1)
+        client.responses.delete(made.id)
+        with pytest.raises(NotFoundError):
+            client.responses.retrieve(made.id)
+        with pytest.raises(NotFoundError):
+            client.responses.delete(made.id)
+    assert again.model_dump() == made.model_dump() and again.output_text == "42"
+    assert [(i.role, i.content[0].text) for i in items.data] == [("developer", "Be brief."), ("user", "What is 6 * 7?")]
+    for item in items.data:
+        INPUT_ITEM.validate_python(item.model_dump())
+    assert [i.id for i in newest_first.data] == [items.data[-1].id] and newest_first.has_more
+
+
+def test_store_false_keeps_nothing(tokenizer):
+    with serving(tokenizer, ["<answer>Hi</answer>" + EOS]) as (http, _, _):
+        data = create(http, input="Hello?", store=False)
+        assert data["store"] is False
+        assert_error(http.get(f"{RESPONSES}/{data['id']}"), 404)
+        assert_error(http.post(RESPONSES, json={"model": MODEL, "input": "Again?", "previous_response_id": data["id"]}),
+                     404, param="previous_response_id")
+
+
+def test_a_response_belongs_to_the_key_that_made_it(tokenizer):
+    turns = ["<answer>Hello Ada.</answer>" + EOS, "<answer>Ada.</answer>" + EOS]
+    with serving(tokenizer, turns, api_keys=("key-one", "key-two")) as (http, _, _):
+        mine = create(http, input="My name is Ada.")
+        other = {"Authorization": "Bearer key-two"}
+        assert_error(http.get(f"{RESPONSES}/{mine['id']}", headers=other), 404)
+        assert_error(http.get(f"{RESPONSES}/{mine['id']}/input_items", headers=other), 404)
+        assert_error(http.delete(f"{RESPONSES}/{mine['id']}", headers=other), 404)
+        assert_error(http.post(RESPONSES, headers=other, json={
+            "model": MODEL, "input": "What is my name?", "previous_response_id": mine["id"]}), 404)
+        assert_error(http.get(f"{RESPONSES}/{mine['id']}", headers={"Authorization": "Bearer nobody"}), 401)
+        assert http.get(f"{RESPONSES}/{mine['id']}").json() == mine  # its own key still reads it
+        assert output_text(create(http, input="What is my name?", previous_response_id=mine["id"])) == "Ada."
+
+
+def test_stored_responses_survive_a_restart(tokenizer, tmp_path):
+    with serving(tokenizer, ["<answer>Hello Ada.</answer>" + EOS], store=ResponseStore.in_dir(tmp_path)) as (http, _, _):
+        first = create(http, input="My name is Ada.")
+    turns = ["<answer>Your name is Ada.</answer>" + EOS]
+    with serving(tokenizer, turns, store=ResponseStore.in_dir(tmp_path)) as (http, _, backend):
+        assert http.get(f"{RESPONSES}/{first['id']}").json() == first
+        create(http, input="What is my name?", previous_response_id=first["id"])
+    assert "Hello Ada." in prompt_of(tokenizer, backend, 0)
+
+
+WRITER = """
+import sys
+from server.response_store import ResponseStore, StoredResponse
+store = ResponseStore(sys.argv[1])
+for n in range(100_000):
+    rid = f"resp_{n}"
+    store.put("owner", StoredResponse(rid, {"id": rid, "created_at": 1, "pad": "x" * 20_000}, [], []))
+    print(rid, flush=True)
+"""
+
+
+def test_kill_9_during_writes_loses_no_committed_response(tmp_path):
+    """A writer is killed with SIGKILL mid-stream; every response it reported as stored is there, whole."""
+    path = tmp_path / "state.sqlite3"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    committed = [writer.stdout.readline().strip() for _ in range(200)]
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    store = ResponseStore(path)  # opening recovers the write-ahead log
+    for rid in committed:
+        record = store.get("owner", rid)
+        assert record is not None and record.response["pad"] == "x" * 20_000, rid
+    assert store.get("someone else", committed[0]) is None
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_owners_are_digests_of_keys_never_the_keys(tmp_path):
+    store = ResponseStore(tmp_path / "s.sqlite3")
+    store.put(owner_of("sk-secret"), StoredResponse("resp_1", {"id": "resp_1"}, [], []))
+    assert b"sk-secret" not in (tmp_path / "s.sqlite3").read_bytes() + b"".join(
+        p.read_bytes() for p in tmp_path.glob("s.sqlite3-*"))
+    assert store.get(owner_of("sk-secret"), "resp_1") is not None and store.get(owner_of("other"), "resp_1") is None

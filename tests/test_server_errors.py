@@ -290,7 +290,7 @@ def test_a_non_ascii_key_is_401_not_500(keyed_server_url, header, method, path, 
 def test_a_non_ascii_api_key_matches_its_utf8_bytes(tiny_model, tiny_tokenizer):
     """A server whose own key is not ASCII: the key sent as UTF-8 works, anything else is a 401."""
     tools = fixture_tools(FunctionTool("code", lambda code: "42\n"))
-    state = make_state(tiny_model, tiny_tokenizer, tools=tools, api_key=NON_ASCII_KEY)
+    state = make_state(tiny_model, tiny_tokenizer, tools=tools, api_keys=(NON_ASCII_KEY,))
     with running_server(state) as url:
         ok = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {NON_ASCII_KEY}".encode()}, timeout=30)
         assert ok.status_code == 200, ok.text

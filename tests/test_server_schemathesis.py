@@ -50,7 +50,9 @@ def api_schema(server_url):
 # ordinary test that has the live server fixture.
 GENERATION = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/responses")}
 OPERATIONS = sorted(GENERATION | {("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("GET", "/health"),
-                                  ("GET", "/version"), ("GET", "/metrics")})
+                                  ("GET", "/version"), ("GET", "/metrics"), ("GET", "/v1/responses/{response_id}"),
+                                  ("DELETE", "/v1/responses/{response_id}"),
+                                  ("GET", "/v1/responses/{response_id}/input_items")})
 
 
 def test_the_live_schema_has_the_operations_fuzzed_here(api_schema):
