@@ -92,12 +92,22 @@ class ToolRegistry:
             raise ValueError(f"a tool named {tool.name!r} is already registered")
         self._tools[tool.name] = tool
 
+    def replacing(self, tool: Tool) -> ToolRegistry:
+        """A registry with the same tools but ``tool`` in place of the one of its name (a request's
+        own ``code`` bound to its container, say); this registry is unchanged."""
+        other = ToolRegistry(max_infrastructure_failures=self.max_infrastructure_failures)
+        other._tools = {**self._tools, tool.name: tool}
+        return other
+
     def add_function(self, name: str, fn: Callable[[str], Any | Awaitable[Any]]) -> None:
         self.register(FunctionTool(name, fn))
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._tools

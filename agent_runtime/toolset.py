@@ -22,13 +22,16 @@ def default_tools(
     search_url: str | None = None,
     code: bool = True,
     unsafe_unsandboxed: bool = False,
+    code_sessions: int = 16,
+    code_session_idle_s: float = 600.0,
 ) -> ToolRegistry:
     """``code`` in the sandbox, and ``search`` on the chosen backend.
 
     ``bm25`` without an index searches the demo corpus (:data:`DEMO_SEARCH_INDEX`), or, where this
     is no source checkout, gives no search tool (said in the log). Configuration errors
     (a missing index directory, URL or API key; no usable sandbox) raise ``ValueError`` subclasses
-    with a message for the user.
+    with a message for the user. ``code_sessions`` bounds the code sessions (workers kept for one
+    conversation's state) and ``code_session_idle_s`` ends one idle that long.
     """
     from agent_runtime.search.factory import make_search_tool
 
@@ -36,7 +39,8 @@ def default_tools(
     if code:
         from agent_runtime.sandbox import CodeTool
 
-        tools.register(CodeTool(unsafe_unsandboxed=unsafe_unsandboxed))
+        tools.register(CodeTool(unsafe_unsandboxed=unsafe_unsandboxed, max_sessions=code_sessions,
+                                session_idle_s=code_session_idle_s))
     if search_backend == "bm25" and search_index is None and DEMO_SEARCH_INDEX.is_dir():
         search_index = DEMO_SEARCH_INDEX
     if search_backend == "bm25" and search_index is None:

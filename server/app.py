@@ -61,9 +61,9 @@ def create_app(state: ServerState) -> FastAPI:
         raise APIError(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key",
                        headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def chat(body: ChatCompletionRequest, request: Request):
-        return await chat_completions(body, request, state)
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatCompletionRequest, request: Request, owner: str = Depends(require_key)):
+        return await chat_completions(body, request, state, owner)
 
     @app.post("/v1/completions", dependencies=[Depends(require_key)])
     async def complete(body: CompletionRequest, request: Request):

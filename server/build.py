@@ -13,6 +13,7 @@ from agent_runtime.mcp_tools import McpServers
 from agent_runtime.models.resolve import resolve_model
 from agent_runtime.protocol import get_protocol
 from agent_runtime.toolset import default_tools
+from server.containers import DEFAULT_IDLE_S, DEFAULT_MAX_LIVE, Containers
 from server.response_store import ResponseStore, default_state_dir
 from server.state import ServerState
 
@@ -59,23 +60,32 @@ def build_state(
     unsafe_unsandboxed: bool = False,
     mcp: Sequence[str] = (),
     mcp_timeout: float = 60.0,
+    max_containers: int = DEFAULT_MAX_LIVE,
+    container_idle_s: float = DEFAULT_IDLE_S,
 ) -> ServerState:
     """The server's state; the ``mcp`` servers connect when it starts (:meth:`ServerState.start`).
-    Stored responses live in ``state_dir`` (default: the user's data directory)."""
+    Stored responses live in ``state_dir`` (default: the user's data directory); at most
+    ``max_containers`` code containers live at once, each until idle ``container_idle_s``."""
     proto = get_protocol(protocol)
     if mcp and not proto.function_calling:
         raise ValueError(f"--mcp offers the MCP servers' tools as functions, which the {proto.name} protocol cannot "
                          "call: serve a function-calling model with --protocol hermes")
     servers = McpServers(mcp, call_timeout=mcp_timeout) if mcp else None
     budget = Budget(max_tool_calls=max_tool_calls, max_total_tokens=max_tokens)
+    # The containers end idle sessions; the pool's own expiry is only a backstop behind them.
     tools = default_tools(search_backend=search_backend, search_index=search_index, search_url=search_url,
-                          unsafe_unsandboxed=unsafe_unsandboxed)
+                          unsafe_unsandboxed=unsafe_unsandboxed, code_sessions=max_containers,
+                          code_session_idle_s=container_idle_s + 60)
+    store = ResponseStore.in_dir(state_dir if state_dir is not None else default_state_dir())
+    code = tools.get("code")
+    containers = (Containers(code, store=store, max_live=max_containers, idle_s=container_idle_s)
+                  if Containers.supported(code) else None)
     resolved = resolve_model(model)
     backend = make_backend(resolved, engine, engine_url)
     state = ServerState(
         backend=backend, tools=tools, model_name=served_name(model, resolved), protocol=proto, budget=budget,
         temperature=temperature, api_keys=tuple(api_keys), max_concurrency=max_concurrency, mcp=servers,
-        store=ResponseStore.in_dir(state_dir if state_dir is not None else default_state_dir()),
+        store=store, containers=containers,
     )
     log.info("serving model=%s engine=%s tools=%s protocol=%s", state.model_name, backend.info.name,
              ",".join(tools.names) or "none", proto.name)

@@ -30,6 +30,7 @@ from agent_runtime.loop import enabled_tool_names, run
 from agent_runtime.parser import SegmentKind, parse
 from agent_runtime.prompts import build_prompt_ids
 from agent_runtime.protocol import BlockRole, Protocol, get_protocol
+from agent_runtime.tools import ToolRegistry
 from server.errors import APIError, bad_request
 from server.reply import ReplyBuilder, ReplyDelta
 from server.schemas import ChatCompletionRequest, ChatMessage
@@ -58,6 +59,7 @@ class ChatPlan:
     prefill: str = ""  # forced start of the first turn (tool_choice)
     prefill_choices: tuple[str, ...] = ()  # then one of these, chosen by the model under constraint
     parallel_tool_calls: bool = True
+    registry: ToolRegistry | None = None  # the tools, code bound to a container; None: the server's
 
 
 def refuse_unsupported(req: ChatCompletionRequest) -> None:
@@ -241,9 +243,20 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
     return functions, "", ()
 
 
-async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState):
+async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState, owner: str):
     plan = plan_chat(req, state)
     slot = state.limiter.acquire()
+    session = req.agent.session_id
+    if session is not None and "code" in plan.tools:
+        try:
+            if state.containers is None:
+                raise bad_request("code sessions need the sandbox, which this server runs without", "agent.session_id")
+            container = await state.containers.open_named(owner, session, param="agent.session_id")
+        except BaseException:
+            slot.release()
+            raise
+        slot.also_release(container.release)
+        plan.registry = state.containers.tools(state.tools, container)
     events = observed_events(plan, state, "chat")
     if plan.stops:
         events = _without_stop_strings(events, plan.stops)
@@ -289,7 +302,7 @@ async def observed_events(plan: ChatPlan, state: ServerState, endpoint: str) -> 
     first_token = True
     metrics.in_flight.inc()
     try:
-        async for event in run(plan.prompt_ids, state.backend, state.tools, protocol=plan.protocol,
+        async for event in run(plan.prompt_ids, state.backend, plan.registry or state.tools, protocol=plan.protocol,
                                budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops,
                                functions=plan.functions, prefill=plan.prefill,
                                prefill_choices=plan.prefill_choices):

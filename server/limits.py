@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from server.errors import APIError
 
 
@@ -10,11 +12,18 @@ class Slot:
 
     def __init__(self, limiter: "ConcurrencyLimiter") -> None:
         self._limiter: ConcurrencyLimiter | None = limiter
+        self._also: list[Callable[[], None]] = []
+
+    def also_release(self, release: Callable[[], None]) -> None:
+        """Release something else held for the request (its code container) with this place."""
+        self._also.append(release)
 
     def release(self) -> None:
         if self._limiter is not None:
             self._limiter.in_use -= 1
             self._limiter = None
+            for release in self._also:
+                release()
 
 
 class ConcurrencyLimiter:

@@ -112,6 +112,9 @@ def refuse_unsupported(req: ResponseRequest) -> None:
         raise bad_request("prompt templates are not supported: send instructions and input", "prompt")
     if req.text is not None and req.text.format is not None and req.text.format.get("type", "text") != "text":
         raise bad_request("only text output is supported (text.format {\"type\": \"text\"})", "text.format")
+    if req.agent.session_id is not None:
+        raise bad_request("on /v1/responses code runs in the code_interpreter tool's container "
+                          "({\"type\": \"auto\"} or a container id), and a continuation keeps it", "agent.session_id")
     if req.agent.model_fields_set & {"tools"}:
         raise bad_request("on /v1/responses the server's tools are chosen in `tools` ({\"type\": \"web_search\"}, "
                           "{\"type\": \"code_interpreter\", ...}, {\"type\": \"mcp\", \"server_label\": ...})",
@@ -217,10 +220,7 @@ def _tools(specs: Sequence[Mapping[str, Any]], server: ServerTools) -> tuple[lis
             enabled.append(_server_tool(server, "search", "this server has no search backend (start it with "
                                         "--search-backend)", f"tools.{i}"))
         elif kind == "code_interpreter":
-            container = spec.get("container", "auto")
-            if not (container == "auto" or isinstance(container, Mapping) and container.get("type", "auto") == "auto"):
-                raise APIError(404, f"container {container!r} not found: send {{\"type\": \"auto\"}}",
-                               type="not_found_error", param=f"tools.{i}.container", code="container_not_found")
+            _container_id(spec, f"tools.{i}.container")  # checked here, opened by the endpoint
             enabled.append(_server_tool(server, "code", "this server runs no code tool", f"tools.{i}"))
         elif kind == "mcp":
             label = spec.get("server_label")
@@ -238,6 +238,24 @@ def _tools(specs: Sequence[Mapping[str, Any]], server: ServerTools) -> tuple[lis
                               "code_interpreter and mcp, and returns function calls to the client",
                               f"tools.{i}.type")
     return functions, list(dict.fromkeys(enabled))
+
+
+def requested_container(specs: Sequence[Mapping[str, Any]]) -> tuple[int, str | None] | None:
+    """Which container the ``code_interpreter`` tool asks for: (its index in ``tools``, a container id
+    or None for ``auto``); None when no such tool is listed."""
+    for i, spec in enumerate(specs):
+        if spec.get("type") == "code_interpreter":
+            return i, _container_id(spec, f"tools.{i}.container")
+    return None
+
+
+def _container_id(spec: Mapping[str, Any], where: str) -> str | None:
+    container = spec.get("container", "auto")
+    if container == "auto" or isinstance(container, Mapping) and container.get("type", "auto") == "auto":
+        return None
+    if isinstance(container, str) and container:
+        return container
+    raise bad_request("container must be \"auto\", {\"type\": \"auto\"} or the id of a container", where)
 
 
 def _server_tool(server: ServerTools, name: str, missing: str, where: str) -> str:

@@ -30,8 +30,15 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at INTEGER NOT NULL,
     response TEXT NOT NULL,
     input_items TEXT NOT NULL,
-    conversation TEXT NOT NULL
-)
+    conversation TEXT NOT NULL,
+    container_id TEXT
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
 """
 
 
@@ -50,6 +57,7 @@ class StoredResponse:
     response: dict[str, Any]
     input_items: list[dict[str, Any]]
     conversation: list[dict[str, Any]]  # chat messages, as ``ChatMessage.model_dump`` writes them
+    container_id: str | None = None  # the code container it ran in; a continuation reuses it
 
 
 class ResponseStore:
@@ -59,7 +67,9 @@ class ResponseStore:
         with self._connect() as db:
             # WAL: a commit is durable once written to the log, and a reader never sees half a write.
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
+            # Containers are processes: none outlives the server that started it.
+            db.execute("UPDATE containers SET ended_at = ? WHERE ended_at IS NULL", (int(time.time()),))
 
     @classmethod
     def in_dir(cls, state_dir: str | Path) -> ResponseStore:
@@ -78,21 +88,36 @@ class ResponseStore:
 
     def put(self, owner: str, record: StoredResponse) -> None:
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (record.id, owner, int(record.response.get("created_at") or time.time()),
-                        json.dumps(record.response), json.dumps(record.input_items), json.dumps(record.conversation)))
+                        json.dumps(record.response), json.dumps(record.input_items), json.dumps(record.conversation),
+                        record.container_id))
 
     def get(self, owner: str, response_id: str) -> StoredResponse | None:
         with self._connect() as db:
-            row = db.execute("SELECT id, response, input_items, conversation FROM responses WHERE id = ? AND owner = ?",
-                             (response_id, owner)).fetchone()
+            row = db.execute("SELECT id, response, input_items, conversation, container_id FROM responses "
+                             "WHERE id = ? AND owner = ?", (response_id, owner)).fetchone()
         if row is None:
             return None
-        return StoredResponse(row[0], json.loads(row[1]), json.loads(row[2]), json.loads(row[3]))
+        return StoredResponse(row[0], json.loads(row[1]), json.loads(row[2]), json.loads(row[3]), row[4])
 
     def delete(self, owner: str, response_id: str) -> bool:
         with self._connect() as db:
             return db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)).rowcount > 0
+
+    def container_started(self, owner: str, container_id: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO containers VALUES (?, ?, ?, NULL)", (container_id, owner, int(time.time())))
+
+    def container_ended(self, container_id: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE containers SET ended_at = ? WHERE id = ?", (int(time.time()), container_id))
+
+    def container_known(self, owner: str, container_id: str) -> bool:
+        """Whether ``owner`` had this container (now ended: a live one is in memory)."""
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM containers WHERE id = ? AND owner = ?", (container_id, owner)).fetchone() \
+                is not None
 
     async def aput(self, owner: str, record: StoredResponse) -> None:
         await asyncio.to_thread(self.put, owner, record)

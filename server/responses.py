@@ -26,6 +26,7 @@ from agent_runtime.events import Done, Event
 from agent_runtime.protocol import get_protocol
 from server.chat import ChatPlan, client_tool_calls, observed_events, plan_chat, reasoning_tokens, run_to_done
 from server.errors import APIError, bad_request
+from server.limits import Slot
 from server.response_input import (
     ServerTools,
     as_responses_error,
@@ -33,6 +34,7 @@ from server.response_input import (
     conversation,
     input_messages,
     listed_input_items,
+    requested_container,
 )
 from server.response_items import ResponseItems
 from server.response_schemas import ResponseRequest
@@ -57,6 +59,7 @@ class ResponseRun:
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     conversation: list[ChatMessage] = field(default_factory=list)  # what it continued, then its input
+    container_id: str | None = None  # the code container it runs in
     stored: bool = False  # kept when it ends (``store`` asked for, and this server has a store)
 
     def body(self) -> dict[str, Any]:
@@ -146,7 +149,7 @@ async def save(run: ResponseRun, state: ServerState, owner: str) -> None:
         return
     reply = input_messages(run.items.output, function_calling=run.plan.protocol.function_calling)
     record = StoredResponse(run.id, run.body(), listed_input_items(run.request.input),
-                            [m.model_dump(exclude_none=True) for m in [*run.conversation, *reply]])
+                            [m.model_dump(exclude_none=True) for m in [*run.conversation, *reply]], run.container_id)
     await state.store.aput(owner, record)
 
 
@@ -183,12 +186,17 @@ async def list_input_items(state: ServerState, owner: str, response_id: str, *, 
 
 
 async def create_response(req: ResponseRequest, request: Request, state: ServerState, owner: str):
-    history: list[ChatMessage] = []
+    previous = None
     if req.previous_response_id is not None:
         previous = await stored_response(state, owner, req.previous_response_id, "previous_response_id")
-        history = [ChatMessage.model_validate(m) for m in previous.conversation]
+    history = [ChatMessage.model_validate(m) for m in previous.conversation] if previous else []
     run = plan_response(req, state, history)
     slot = state.limiter.acquire()
+    try:
+        await _open_container(run, state, owner, previous, slot)
+    except BaseException:
+        slot.release()
+        raise
     events = observed_events(run.plan, state, "responses")
     if req.stream:
         return EventSourceResponse(
@@ -207,6 +215,28 @@ async def create_response(req: ResponseRequest, request: Request, state: ServerS
         return JSONResponse(run.body())
     finally:
         slot.release()
+
+
+async def _open_container(run: ResponseRun, state: ServerState, owner: str, previous: StoredResponse | None,
+                          slot: Slot) -> None:
+    """Bind the run's code to its container: the one the tool names, else the conversation's while it
+    lives, else a new one. Without the sandbox's sessions code runs statelessly, under a per-response id."""
+    wanted = requested_container(run.request.tools)
+    if wanted is None or "code" not in run.plan.tools:
+        return
+    index, container_id = wanted
+    if state.containers is None:
+        if container_id is not None:
+            raise APIError(404, f"container {container_id!r} does not exist: this server keeps no containers (it "
+                                "runs code without the sandbox)", type="not_found_error",
+                           param=f"tools.{index}.container", code="container_not_found")
+        return
+    if container_id is None and previous is not None and previous.container_id in state.containers.live:
+        container_id = previous.container_id
+    container = await state.containers.open(owner, container_id, param=f"tools.{index}.container")
+    slot.also_release(container.release)
+    run.plan.registry = state.containers.tools(state.tools, container)
+    run.container_id = run.items.container_id = container.id
 
 
 async def _stream(run: ResponseRun, events: AsyncIterator[Event], release, state: ServerState,

@@ -61,6 +61,9 @@ class AgentOptions(Lenient):
     protocol: str | None = None
     max_tokens_per_turn: int | None = Field(default=None, ge=1)
     wall_clock_s: float | None = Field(default=None, gt=0, le=3600)
+    # The client's name for a code session: calls of requests that give it share Python globals and
+    # files (a container, kept until idle past its timeout). Chat completions only.
+    session_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 StopField = str | list[str] | None

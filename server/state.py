@@ -11,6 +11,7 @@ from agent_runtime.functions import Function
 from agent_runtime.mcp_tools import McpServers
 from agent_runtime.protocol import TAPO, Protocol
 from agent_runtime.tools import ToolRegistry
+from server.containers import Containers
 from server.errors import APIError
 from server.limits import ConcurrencyLimiter
 from server.metrics import Metrics
@@ -32,10 +33,15 @@ class ServerState:
     extra_info: dict[str, Any] = field(default_factory=dict)
     mcp: McpServers | None = None  # connected by start(); their tools join ``tools``
     store: ResponseStore | None = None  # stored responses; None: nothing is stored
+    # Code containers; by default made where the code tool keeps state (the sandboxed CodeTool).
+    containers: Containers | None = None
     _started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.limiter = ConcurrencyLimiter(self.max_concurrency)
+        code = self.tools.get("code")
+        if self.containers is None and Containers.supported(code):
+            self.containers = Containers(code, store=self.store)
 
     def check_model(self, name: str) -> None:
         """Requests must name the served model (404 ``model_not_found`` otherwise)."""
@@ -55,11 +61,15 @@ class ServerState:
         if self._started:
             return
         await self.tools.astart()
+        if self.containers is not None:
+            self.containers.start()
         if self.mcp is not None and not self.mcp.connected:
             await self.mcp.connect(self.tools)
         self._started = True
 
     async def aclose(self) -> None:
+        if self.containers is not None:
+            await self.containers.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
         await self.tools.aclose()

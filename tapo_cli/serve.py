@@ -39,6 +39,11 @@ def serve(
     state_dir: Annotated[Optional[Path], typer.Option(
         "--state-dir", envvar="TAPO_STATE_DIR", help="Where stored responses are kept (an SQLite database); default: the user's data "
                             "directory (~/.local/share/tapo-agents on Linux).")] = None,
+    max_containers: Annotated[int, typer.Option(
+        "--max-containers", min=1, help="Code containers (sandbox sessions that keep a conversation's Python state) "
+                                        "alive at once; past it a new one is refused with 429.")] = 16,
+    container_idle_minutes: Annotated[float, typer.Option(
+        "--container-idle-minutes", min=0.01, help="A container idle this long ends, and its worker with it.")] = 20.0,
 ) -> None:
     """Serve the OpenAI-compatible API; the agent loop runs server-side."""
     import sqlite3
@@ -57,7 +62,8 @@ def serve(
             model=model, engine=engine, engine_url=engine_url, protocol=protocol, search_backend=search_backend,
             search_index=search_index, search_url=search_url, max_tool_calls=max_tool_calls, max_tokens=max_tokens,
             temperature=temperature, api_keys=api_keys, max_concurrency=max_concurrency, mcp=mcp or (),
-            mcp_timeout=mcp_timeout, state_dir=state_dir,
+            mcp_timeout=mcp_timeout, state_dir=state_dir, max_containers=max_containers,
+            container_idle_s=container_idle_minutes * 60,
         )
     except (ValueError, OSError, ImportError, SandboxUnavailableError, sqlite3.Error) as exc:
         fail(str(exc))

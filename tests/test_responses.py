@@ -17,12 +17,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Iterator
 
 import httpx
 import pytest
 from live_server import (  # noqa: F401 - server_url is a fixture
     ARITH_QUESTIONS,
+    SANDBOX_PROBLEM,
     WEATHER,
     assert_error,
     fixture_tools,
@@ -37,6 +39,7 @@ from scripted_backend import EOS, ScriptedBackend
 from agent_runtime.budget import Budget
 from agent_runtime.protocol import HERMES, TAPO, Protocol
 from agent_runtime.tools import FunctionTool, ToolRegistry
+from server.containers import Containers
 from server.response_store import ResponseStore, StoredResponse, owner_of
 from server.state import ServerState
 
@@ -63,14 +66,17 @@ def tokenizer(tiny_tokenizer):
 
 @contextlib.contextmanager
 def serving(tokenizer, turns: list[str], *, protocol: Protocol = TAPO, tools: ToolRegistry | None = None,
-            backend=None, store: ResponseStore | None = None, api_keys: tuple[str, ...] = ()
-            ) -> Iterator[tuple[httpx.Client, str, Any]]:
-    """A server of scripted turns; its responses are stored in ``store`` (default: a fresh temporary one)."""
+            backend=None, store: ResponseStore | None = None, api_keys: tuple[str, ...] = (),
+            containers: dict[str, Any] | None = None) -> Iterator[tuple[httpx.Client, str, Any]]:
+    """A server of scripted turns; its responses are stored in ``store`` (default: a fresh temporary one);
+    ``containers``: the code containers' settings (``max_live``, ``idle_s``)."""
     backend = backend or ScriptedBackend(tokenizer, turns)
+    tools = tools or fixture_tools()
     with tempfile.TemporaryDirectory() as tmp:
-        state = ServerState(backend=backend, tools=tools or fixture_tools(), model_name=MODEL, protocol=protocol,
-                            budget=Budget(max_tool_calls=3), store=store or ResponseStore.in_dir(tmp),
-                            api_keys=api_keys)
+        store = store or ResponseStore.in_dir(tmp)
+        kept = Containers(tools.get("code"), store=store, **containers) if containers is not None else None
+        state = ServerState(backend=backend, tools=tools, model_name=MODEL, protocol=protocol,
+                            budget=Budget(max_tool_calls=3), store=store, api_keys=api_keys, containers=kept)
         headers = {"Authorization": f"Bearer {api_keys[0]}"} if api_keys else {}
         with running_server(state) as url, http_client(url) as http:
             http.headers.update(headers)
@@ -521,3 +527,92 @@ def test_owners_are_digests_of_keys_never_the_keys(tmp_path):
     assert b"sk-secret" not in (tmp_path / "s.sqlite3").read_bytes() + b"".join(
         p.read_bytes() for p in tmp_path.glob("s.sqlite3-*"))
     assert store.get(owner_of("sk-secret"), "resp_1") is not None and store.get(owner_of("other"), "resp_1") is None
+
+
+# ---- code containers --------------------------------------------------------------------------------
+
+needs_sandbox = pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=f"no sandbox here: {SANDBOX_PROBLEM}")
+SET_X = ["<code>x = 41\nopen('notes.txt', 'w').write('kept')\nprint('set')</code>", "<answer>set</answer>" + EOS]
+READ_X = ["<code>print(x + 1, open('notes.txt').read())</code>", "<answer>done</answer>" + EOS]
+
+
+def code_item(data: dict) -> dict:
+    return next(i for i in data["output"] if i["type"] == "code_interpreter_call")
+
+
+@needs_sandbox
+def test_a_continuation_reads_the_variables_and_files_of_the_conversations_container(tokenizer):
+    with serving(tokenizer, SET_X + READ_X + READ_X, api_keys=("key-one", "key-two")) as (http, _, _):
+        first = create(http, input="Set x.", tools=[CODE])
+        second = create(http, input="Read x.", tools=[CODE], previous_response_id=first["id"])
+        container = code_item(first)["container_id"]
+        named = create(http, input="Read x.", tools=[{"type": "code_interpreter", "container": container}])
+        other = http.post(RESPONSES, headers={"Authorization": "Bearer key-two"}, json={
+            "model": MODEL, "input": "Read x.", "tools": [{"type": "code_interpreter", "container": container}]})
+    assert code_item(first)["outputs"][0]["logs"] == "set\n"
+    assert code_item(second)["container_id"] == container and container.startswith("cntr_")
+    assert code_item(second)["outputs"][0]["logs"] == "42 kept\n"
+    assert code_item(named)["outputs"][0]["logs"] == "42 kept\n"
+    assert assert_error(other, 404, param="tools.0.container")["code"] == "container_not_found"
+
+
+@needs_sandbox
+def test_without_a_continuation_each_response_gets_a_fresh_container(tokenizer):
+    with serving(tokenizer, SET_X + READ_X) as (http, _, _):
+        first = create(http, input="Set x.", tools=[CODE])
+        second = create(http, input="Read x.", tools=[CODE])
+    assert code_item(second)["container_id"] != code_item(first)["container_id"]
+    assert "NameError" in code_item(second)["outputs"][0]["logs"]
+
+
+@needs_sandbox
+def test_an_idle_container_ends_and_its_worker_is_reaped(tokenizer):
+    tools = fixture_tools()
+    pool = tools.get("code").pool
+    with serving(tokenizer, SET_X + READ_X, tools=tools, containers={"idle_s": 1.0}) as (http, _, _):
+        first = create(http, input="Set x.", tools=[CODE])
+        container = code_item(first)["container_id"]
+        pid = pool.session_pids()[container]
+        os.kill(pid, 0)  # the container's worker runs
+        deadline = time.monotonic() + 30
+        while container in pool.session_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        later = http.post(RESPONSES, json={"model": MODEL, "input": "Read x.",
+                                           "tools": [{"type": "code_interpreter", "container": container}]})
+        continued = create(http, input="Read x.", tools=[CODE], previous_response_id=first["id"])
+    assert container not in pool.session_pids()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "has ended" in assert_error(later, 404, param="tools.0.container")["message"]
+    # The conversation goes on in a new container, without the old variables.
+    assert code_item(continued)["container_id"] != container
+    assert "NameError" in code_item(continued)["outputs"][0]["logs"]
+
+
+@needs_sandbox
+def test_past_the_cap_a_new_container_is_refused_with_429(tokenizer):
+    with serving(tokenizer, SET_X + READ_X, containers={"max_live": 1}) as (http, _, _):
+        first = create(http, input="Set x.", tools=[CODE])
+        refused = http.post(RESPONSES, json={"model": MODEL, "input": "Set x.", "tools": [CODE]})
+        continued = create(http, input="Read x.", tools=[CODE], previous_response_id=first["id"])
+    error = assert_error(refused, 429, param="tools.0.container")
+    assert error["code"] == "container_limit_reached" and "all 1 code containers" in error["message"]
+    assert refused.headers["retry-after"]
+    assert code_item(continued)["outputs"][0]["logs"] == "42 kept\n"  # its own container still serves it
+
+
+@needs_sandbox
+def test_chat_completions_share_a_container_through_agent_session_id(tokenizer):
+    turns = SET_X + READ_X + READ_X + READ_X
+    with serving(tokenizer, turns, api_keys=("key-one", "key-two")) as (http, _, _):
+        def chat(session: str | None, key: str = "key-one") -> str:
+            agent = {"session_id": session} if session else {}
+            r = http.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+                "model": MODEL, "messages": [{"role": "user", "content": "Go."}], "agent": agent})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["tool_steps"][0]["output"]
+
+        assert chat("notebook-1") == "set\n"
+        assert chat("notebook-1") == "42 kept\n"
+        assert "NameError" in chat(None)  # no session: a fresh process per call
+        assert "NameError" in chat("notebook-1", key="key-two")  # the same name under another key: its own

@@ -121,6 +121,11 @@ class SandboxPool:
                 self._workers.add(slot.worker)
         await asyncio.gather(*(self._dispose(worker) for worker in list(self._workers)))
 
+    def session_pids(self) -> dict[str, int]:
+        """The host pid of each session's live worker, by session id."""
+        return {sid: slot.worker.pid for sid, slot in self._sessions.items()
+                if slot.worker is not None and slot.worker.pid is not None}
+
     async def __aenter__(self) -> SandboxPool:
         await self.start()
         return self

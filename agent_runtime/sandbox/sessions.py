@@ -33,6 +33,9 @@ class SessionTable:
     def slot(self, session_id: str) -> SessionSlot:
         return self._slots.setdefault(session_id, SessionSlot())
 
+    def items(self) -> list[tuple[str, SessionSlot]]:
+        return list(self._slots.items())
+
     def live_count(self) -> int:
         return sum(1 for slot in self._slots.values() if slot.worker is not None)
 

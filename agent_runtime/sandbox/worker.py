@@ -58,6 +58,11 @@ class SandboxWorker:
         return self._proc is not None and self._proc.returncode is None
 
     @property
+    def pid(self) -> int | None:
+        """The host pid of the worker's bwrap process (its process group), while it runs."""
+        return self._proc.pid if self.alive else None
+
+    @property
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
 
