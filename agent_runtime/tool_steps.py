@@ -38,6 +38,7 @@ class ToolStep(BaseModel):
     ok: bool | None = None
     output: str | None = None
     hits: list[SearchHit] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)  # figures the code drew, as data: URLs (PNG)
     seconds: float | None = None
     injected_tokens: int | None = None
 
@@ -49,7 +50,8 @@ class ToolStep(BaseModel):
     def done(cls, id: str, index: int, name: str, arguments: str, output: ToolOutput, seconds: float,
              injected_tokens: int) -> "ToolStep":
         return cls(id=id, index=index, name=name, arguments=arguments, status="done", ok=output.ok,
-                   output=output.text, hits=[SearchHit.of(h) for h in output.hits], seconds=round(seconds, 4),
+                   output=output.text, hits=[SearchHit.of(h) for h in output.hits], images=list(output.images),
+                   seconds=round(seconds, 4),
                    injected_tokens=injected_tokens)
 
     @classmethod

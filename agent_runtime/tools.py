@@ -30,6 +30,7 @@ class ToolOutput:
     text: str
     ok: bool = True
     hits: list[dict[str, Any]] = field(default_factory=list)  # search results: {title, url, score}
+    images: list[str] = field(default_factory=list)  # figures the code drew, as data: URLs (PNG)
 
 
 @dataclass(frozen=True)

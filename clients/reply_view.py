@@ -1,7 +1,8 @@
 """What a streamed agent reply looks like as a list of messages: thinking, each tool step, the answer.
 
 Pure: it reads the stream's deltas (``delta.reasoning`` with its ``reasoning_part``, ``delta.tool_step``,
-``delta.content``) and keeps the messages a chat UI shows. The Gradio page and ``tapo chat`` both render
+``delta.content``; a Responses API stream's events become the same deltas through :func:`event_delta`)
+and keeps the messages a chat UI shows. The Gradio page and ``tapo chat`` both render
 from it, so they show the same thing. Tool calls and their outputs are shown from ``tool_step`` (their
 trace in the reasoning is left out); the thinking between them becomes its own message.
 """
@@ -12,10 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-__all__ = ["ReplyView", "ViewMessage", "chunk_delta"]
+__all__ = ["HOSTED_TOOLS", "ReplyView", "ViewMessage", "chunk_delta", "event_delta"]
 
 Kind = Literal["thinking", "tool", "notice", "answer", "error"]
 SHOWN_OUTPUT_CHARS = 4000  # of a tool's output, in its message
+# The server's own tools, as a Responses API request turns them on.
+HOSTED_TOOLS = ({"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "web_search"})
 
 
 @dataclass
@@ -27,6 +30,7 @@ class ViewMessage:
     seconds: float | None = None
     step_id: str | None = None
     started: float = 0.0
+    images: list[str] = field(default_factory=list)  # figures a code step drew, as data: URLs
 
     @property
     def is_step(self) -> bool:
@@ -46,6 +50,44 @@ def chunk_delta(chunk: Any) -> dict[str, Any]:
     if delta.content:
         out["content"] = delta.content
     return out
+
+
+def event_delta(event: Any) -> dict[str, Any]:
+    """A Responses API stream event (an ``openai`` SDK event or a raw dict) as the chat delta it amounts
+    to: reasoning and answer text, and each tool item as the ``tool_step`` it is (sent when it starts
+    and when it is done). Other events give an empty delta."""
+    event = event if isinstance(event, dict) else event.model_dump()
+    kind = event.get("type")
+    if kind == "response.reasoning_text.delta":
+        return {"reasoning": event["delta"], "reasoning_part": "think"}
+    if kind == "response.output_text.delta":
+        return {"content": event["delta"]}
+    if kind in ("response.output_item.added", "response.output_item.done"):
+        step = _item_step(event["item"], done=kind.endswith(".done"))
+        return {"tool_step": step} if step else {}
+    return {}
+
+
+def _item_step(item: dict[str, Any], *, done: bool) -> dict[str, Any] | None:
+    kind = item.get("type")
+    step: dict[str, Any] = {"id": item.get("id"), "status": "done" if done else "running"}
+    if kind == "code_interpreter_call":
+        outputs = item.get("outputs") or []
+        step |= {"name": "code", "arguments": item.get("code") or "", "ok": item.get("status") != "failed",
+                 "output": "".join(o.get("logs") or "" for o in outputs if o.get("type") == "logs"),
+                 "images": [o["url"] for o in outputs if o.get("type") == "image" and o.get("url")]}
+    elif kind == "web_search_call":
+        action = item.get("action") or {}
+        step |= {"name": "search", "arguments": action.get("query") or "", "ok": item.get("status") != "failed",
+                 "hits": [{"title": s.get("url", "")} for s in action.get("sources") or []]}
+    elif kind == "mcp_call":
+        error = item.get("error")
+        step |= {"name": item.get("name") or "tool", "arguments": item.get("arguments") or "",
+                 "ok": item.get("status") != "failed",
+                 "output": item.get("output") or (str((error or {}).get("content", error)) if error else "")}
+    else:
+        return None
+    return step
 
 
 @dataclass
@@ -98,9 +140,11 @@ class ReplyView:
             shown = ViewMessage("tool", _step_title(step), "", step_id=step["id"], started=self.clock())
             self.messages.append(shown)
         shown.text = _step_text(step)
+        shown.images = list(step.get("images") or [])
         if step.get("status") == "done":
             shown.status = "done"
-            shown.seconds = step.get("seconds")
+            seconds = step.get("seconds")  # the server's timing; a Responses item has none: timed here
+            shown.seconds = seconds if seconds is not None else round(self.clock() - shown.started, 3)
             if step.get("ok") is False:
                 shown.title += " (failed)"
 

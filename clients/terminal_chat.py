@@ -7,7 +7,11 @@ query and its output, the answer last.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -20,7 +24,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from clients.api_errors import error_text
-from clients.reply_view import ReplyView, ViewMessage, chunk_delta
+from clients.reply_view import HOSTED_TOOLS, ReplyView, ViewMessage, chunk_delta, event_delta
 
 __all__ = ["ChatSettings", "PlainPrinter", "chat_turn", "plain_text", "repl", "render"]
 
@@ -33,7 +37,9 @@ class ChatSettings:
     tools: bool = True
     max_tool_calls: int | None = None
     temperature: float = 0.0
+    api: str = "chat"  # or "responses": the Responses API, each turn continuing the last (its code state too)
     history: list[dict] = field(default_factory=list)
+    previous_response_id: str | None = None
 
 
 def render(view: ReplyView) -> RenderableType:
@@ -83,25 +89,22 @@ def chat_turn(question: str, settings: ChatSettings, console: Console) -> ReplyV
     view = ReplyView()
     client = _client(settings)
     messages = settings.history + [{"role": "user", "content": question}]
-    agent: dict = {"tools": settings.tools}
-    if settings.max_tool_calls is not None:
-        agent["max_tool_calls"] = settings.max_tool_calls
     drawing = Live(render(view), console=console, refresh_per_second=12) if console.is_terminal else None
     printed = PlainPrinter(console.file)
     try:
         with drawing or contextlib.nullcontext():
             try:
-                stream = client.chat.completions.create(model=_model(client, settings), messages=messages,
-                                                        stream=True, temperature=settings.temperature,
-                                                        extra_body={"agent": agent})
-                with stream:
-                    for chunk in stream:
-                        view.feed(chunk_delta(chunk))
-                        if drawing is not None:
-                            drawing.update(render(view))
-                        else:
-                            printed.update(view.messages[:-1])  # the last one may still grow
+                for delta in _deltas(client, settings, question, messages):
+                    if "error" in delta:
+                        view.fail(delta["error"])
+                        break
+                    view.feed(delta)
+                    if drawing is not None:
+                        drawing.update(render(view))
+                    else:
+                        printed.update(view.messages[:-1])  # the last one may still grow
                 view.finish()
+                _save_figures(view)
             except openai.OpenAIError as exc:
                 view.fail(error_text(exc, settings.base_url))
             if drawing is not None:
@@ -113,6 +116,46 @@ def chat_turn(question: str, settings: ChatSettings, console: Console) -> ReplyV
     if view.answer:
         settings.history = messages + [{"role": "assistant", "content": view.answer}]
     return view
+
+
+def _deltas(client: openai.OpenAI, settings: ChatSettings, question: str, messages: list[dict]) -> Iterator[dict]:
+    """The reply's deltas, from chat completions or the Responses API (which continues the last turn)."""
+    model = _model(client, settings)
+    if settings.api == "responses":
+        extra = {"max_tool_calls": settings.max_tool_calls} if settings.max_tool_calls is not None else {}
+        stream = client.responses.create(model=model, input=question, stream=True, temperature=settings.temperature,
+                                         tools=list(HOSTED_TOOLS) if settings.tools else [],
+                                         previous_response_id=settings.previous_response_id, **extra)
+        with stream:
+            for event in stream:
+                if event.type == "response.failed":
+                    yield {"error": f"The generation failed: {event.response.error.message}"}
+                    return
+                if event.type == "response.completed":
+                    settings.previous_response_id = event.response.id
+                yield event_delta(event)
+        return
+    agent: dict = {"tools": settings.tools}
+    if settings.max_tool_calls is not None:
+        agent["max_tool_calls"] = settings.max_tool_calls
+    stream = client.chat.completions.create(model=model, messages=messages, stream=True,
+                                            temperature=settings.temperature, extra_body={"agent": agent})
+    with stream:
+        for chunk in stream:
+            yield chunk_delta(chunk)
+
+
+def _save_figures(view: ReplyView) -> None:
+    """A terminal shows no images: each figure a code step drew is saved, and its path shown."""
+    for m in view.messages:
+        for i, url in enumerate(m.images, 1):
+            prefix = "data:image/png;base64,"
+            if not url.startswith(prefix):
+                continue
+            fd, path = tempfile.mkstemp(prefix="tapo-figure-", suffix=".png")
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64decode(url[len(prefix):]))
+            m.text += f"\n\nFigure {i}: {path}"
 
 
 @dataclass
@@ -152,6 +195,7 @@ def repl(settings: ChatSettings, console: Console) -> None:
             return
         if question == "/reset":
             settings.history = []
+            settings.previous_response_id = None
             console.print("[dim]conversation cleared[/]")
             continue
         if question:

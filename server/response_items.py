@@ -139,7 +139,8 @@ class ResponseItems:
         elif item["type"] == "code_interpreter_call":
             # Code that raised still ran: its traceback is in the logs, as OpenAI reports it.
             item["status"] = "completed"
-            item["outputs"] = [{"type": "logs", "logs": step.output or ""}]
+            item["outputs"] = [{"type": "logs", "logs": step.output or ""},
+                               *({"type": "image", "url": url} for url in step.images)]
             out.append({"type": "response.code_interpreter_call.completed", "item_id": item["id"],
                         "output_index": index})
         else:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+
+
+class Api(str, Enum):
+    chat = "chat"
+    responses = "responses"
 
 
 def chat(
@@ -16,6 +22,9 @@ def chat(
     max_tool_calls: Annotated[Optional[int], typer.Option("--max-tool-calls", min=0,
                                                           help="Tool calls before the final turn; default: the server's.")] = None,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="0 is greedy.")] = 0.0,
+    api: Annotated[Api, typer.Option(
+        "--api", help="chat: /v1/chat/completions; responses: /v1/responses with the hosted tools, each turn continuing "
+             "the last (previous_response_id), so the code's variables persist.")] = Api.chat,
 ) -> None:
     """Chat with a running server in the terminal; tool steps are drawn as they stream."""
     from rich.console import Console
@@ -23,7 +32,7 @@ def chat(
     from clients.terminal_chat import ChatSettings, chat_turn, repl
 
     settings = ChatSettings(base_url=url, api_key=api_key, model=model, tools=tools,
-                            max_tool_calls=max_tool_calls, temperature=temperature)
+                            max_tool_calls=max_tool_calls, temperature=temperature, api=api.value)
     console = Console()
     if question is None:
         repl(settings, console)

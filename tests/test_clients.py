@@ -13,7 +13,7 @@ import httpx
 import pytest
 from live_server import ARITH_QUESTIONS, MODEL, server_url  # noqa: F401  (pytest fixture)
 
-from clients.reply_view import ReplyView
+from clients.reply_view import ReplyView, event_delta
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "clients" / "examples"
@@ -86,18 +86,20 @@ def _title(message) -> str | None:
     return (message.metadata or {}).get("title")
 
 
-async def _respond(question: str, api_base: str, history: list | None = None, api_key: str = "") -> list:
+async def _respond(question: str, api_base: str, history: list | None = None, api_key: str = "",
+                   api: str = "Chat Completions") -> list:
     from clients.gradio_app import respond
 
-    updates = [u async for u in respond(question, history or [], api_key, True, 4, 0.0, "tapo",
+    updates = [u async for u in respond(question, history or [], api_key, True, 4, 0.0, "tapo", api,
                                         api_base=api_base, model=MODEL)]
     assert all(box == "" for _, box in updates)  # the question box is cleared
     return updates[-1][0]
 
 
-async def test_page_reply_shows_each_tool_step_before_the_same_answer_as_the_api(server_url, reference):  # noqa: F811
+@pytest.mark.parametrize("api", ["Chat Completions", "Responses"])
+async def test_page_reply_shows_each_tool_step_before_the_same_answer_as_the_api(server_url, reference, api):  # noqa: F811
     pytest.importorskip("gradio")
-    shown = await _respond(reference["question"], f"{server_url}/v1")
+    shown = await _respond(reference["question"], f"{server_url}/v1", api=api)
     assert shown[0].role == "user" and shown[0].content == reference["question"]
     steps = [m for m in shown[1:] if _title(m) and _title(m) != "Thinking"]
     assert len(steps) == len(reference["tool_steps"])
@@ -111,13 +113,13 @@ async def test_page_reply_shows_each_tool_step_before_the_same_answer_as_the_api
 
 def test_page_titles_a_failed_step_as_failed():
     pytest.importorskip("gradio")
-    from clients.gradio_app import _gradio_message
+    from clients.gradio_app import _gradio_messages
 
     view = ReplyView()
     step = {"id": "s-0", "index": 0, "name": "code", "arguments": "1/0"}
     view.feed({"tool_step": step | {"status": "running"}})
     view.feed({"tool_step": step | {"status": "done", "ok": False, "output": "ZeroDivisionError", "seconds": 0.1}})
-    shown = _gradio_message(view.messages[0])
+    shown, = _gradio_messages(view.messages[0])
     assert shown.metadata["title"] == "Python (failed)" and shown.metadata["status"] == "done"
 
 
@@ -160,6 +162,66 @@ def test_tapo_chat_draws_the_tool_steps_and_the_answer(server_url, reference):  
     assert done.stdout.endswith("\n") and "\x1b" not in done.stdout
     assert all(line == line.rstrip() for line in done.stdout.splitlines()), done.stdout
     assert f"Answer:\n{reference['content'].strip()}\n" in done.stdout
+
+
+def test_tapo_chat_on_the_responses_api_draws_the_same_steps_and_answer(server_url, reference):  # noqa: F811
+    done = _run([TAPO, "chat", "--api", "responses", reference["question"]], f"{server_url}/v1")
+    assert done.returncode == 0, done.stderr
+    for step in reference["tool_steps"]:
+        if step["name"] == "code":
+            assert "Python" in done.stdout and step["output"].strip() in done.stdout
+    assert f"Answer:\n{reference['content'].strip()}\n" in done.stdout
+
+
+def test_a_responses_stream_reads_as_the_same_view_as_a_chat_stream():
+    """The Responses API's events give the view the chat deltas give: thinking, the step, the answer."""
+    item = {"id": "r-call-0", "type": "code_interpreter_call", "code": "print(2 + 2)", "container_id": "c",
+            "status": "in_progress", "outputs": None}
+    done = item | {"status": "completed", "outputs": [{"type": "logs", "logs": "4\n"},
+                                                      {"type": "image", "url": "data:image/png;base64,AAAA"}]}
+    events = [
+        {"type": "response.created", "response": {}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"id": "rs", "type": "reasoning"}},
+        {"type": "response.reasoning_text.delta", "delta": "I will compute it."},
+        {"type": "response.output_item.added", "output_index": 1, "item": item},
+        {"type": "response.code_interpreter_call_code.delta", "delta": "print(2 + 2)"},
+        {"type": "response.output_item.done", "output_index": 1, "item": done},
+        {"type": "response.output_text.delta", "delta": "4"},
+        {"type": "response.completed", "response": {}},
+    ]
+    view = ReplyView(clock=lambda: 0.0)
+    for event in events:
+        view.feed(event_delta(event))
+    view.finish()
+    thinking, step, answer = view.messages
+    assert (thinking.kind, thinking.text) == ("thinking", "I will compute it.")
+    assert step.title == "Python" and "print(2 + 2)" in step.text and "4" in step.text
+    assert step.images == ["data:image/png;base64,AAAA"]
+    assert (answer.kind, answer.text) == ("answer", "4")
+
+
+def test_the_page_shows_a_png_figure_and_drops_anything_else():
+    pytest.importorskip("gradio")
+    import base64
+    import io
+
+    from PIL import Image
+
+    from clients.gradio_app import _gradio_messages
+
+    def png(width: int, height: int) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height)).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    view = ReplyView()
+    step = {"id": "s-0", "index": 0, "name": "code", "arguments": "plot()", "status": "done", "ok": True,
+            "output": "", "images": [png(64, 48), "data:image/png;base64,bm90IGEgcG5n", png(5000, 5000),
+                                     "https://example.com/x.png"]}
+    view.feed({"tool_step": step})
+    shown = _gradio_messages(view.messages[0])
+    assert [_title(m) for m in shown] == ["Python", "Figure 1"]  # not a PNG, too many pixels, not data: dropped
+    assert shown[1].content.value is not None
 
 
 def test_tapo_chat_explains_an_unreachable_server_and_fails():

@@ -616,3 +616,19 @@ def test_chat_completions_share_a_container_through_agent_session_id(tokenizer):
         assert chat("notebook-1") == "42 kept\n"
         assert "NameError" in chat(None)  # no session: a fresh process per call
         assert "NameError" in chat("notebook-1", key="key-two")  # the same name under another key: its own
+
+
+@needs_sandbox
+def test_a_figure_the_code_draws_comes_back_as_an_image_output(tokenizer):
+    pytest.importorskip("matplotlib")
+    plot = "<code>import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nprint('drawn')</code>"
+    turns = [plot, "<answer>drawn</answer>" + EOS] * 2
+    with serving(tokenizer, turns) as (http, _, _):
+        data = create(http, input="Plot it.", tools=[CODE])
+        chat = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [
+            {"role": "user", "content": "Plot it."}]}).json()
+    logs, image = code_item(data)["outputs"]
+    assert logs == {"type": "logs", "logs": "drawn\n[1 figure shown to the user]"}
+    assert image["type"] == "image" and image["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    (step,) = chat["choices"][0]["message"]["tool_steps"]
+    assert step["images"] == [image["url"]]  # the same figure, on chat completions' tool step

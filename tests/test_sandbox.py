@@ -7,6 +7,7 @@ reason, except the tests of the unavailable path and of the explicit unsandboxed
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import shutil
@@ -352,6 +353,50 @@ async def test_numpy(pool: SandboxPool) -> None:
     pytest.importorskip("numpy")
     result = await pool.run("import numpy as np\nprint(int(np.arange(5).sum()))")
     assert result.ok and result.output == "10\n"
+
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 1, 9])\nplt.title('drawn')\nprint('plotted')"
+
+
+def _png_size(b64: str) -> tuple[int, int]:
+    data = base64.b64decode(b64)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@needs_sandbox
+async def test_a_matplotlib_figure_comes_back_as_a_png(pool: SandboxPool) -> None:
+    pytest.importorskip("matplotlib")
+    result = await pool.run(PLOT)
+    assert result.ok and result.output == "plotted\n[1 figure shown to the user]"  # no font-cache noise
+    (image,) = result.images
+    assert _png_size(image) == (640, 480)
+    two = await pool.run("import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1]); plt.figure(); plt.plot([2])")
+    assert len(two.images) == 2 and "[2 figures shown to the user]" in two.output
+    assert (await pool.run("print('no figure')")).images == ()  # the next call starts with none
+
+
+@needs_sandbox
+async def test_a_session_returns_each_calls_figures_once(pool: SandboxPool) -> None:
+    pytest.importorskip("matplotlib")
+    drawn = await pool.run(PLOT, session_id="figures")
+    later = await pool.run("print(len(plt.get_fignums()))", session_id="figures")
+    await pool.end_session("figures")
+    assert len(drawn.images) == 1
+    assert later.images == () and later.output == "0\n"  # shown figures are closed
+
+
+@needs_sandbox
+async def test_files_planted_as_figures_are_not_returned(pool: SandboxPool) -> None:
+    """Only PNG files written as figures come back: a link (to a file the worker could read) or
+    another kind of file in the figure directory is dropped."""
+    planted = await pool.run(
+        "import os\nos.makedirs('/tmp/.tapo-figures', exist_ok=True)\n"
+        "os.symlink('/proc/self/environ', '/tmp/.tapo-figures/00.png')\n"
+        "open('/tmp/.tapo-figures/01.png', 'w').write('not a png')\n"
+        "os.mkfifo('/tmp/.tapo-figures/02.png')\nprint('planted')", session_id="planted")
+    await pool.end_session("planted")
+    assert planted.output == "planted\n" and planted.images == ()
 
 
 # ---------------------------------------------------------------- isolation

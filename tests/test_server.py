@@ -44,7 +44,8 @@ from agent_runtime.tools import FunctionTool
 from agent_runtime.trajectory import AgentFinishReason
 
 AGENT_FINISH_REASONS = set(AgentFinishReason.__args__)
-TOOL_STEP_KEYS = {"id", "index", "name", "arguments", "status", "ok", "output", "hits", "seconds", "injected_tokens"}
+TOOL_STEP_KEYS = {"id", "index", "name", "arguments", "status", "ok", "output", "hits", "images", "seconds",
+                  "injected_tokens"}
 FACT_QUESTIONS = tuple(t.question for t in fixture_tasks(7, 40) if t.family == "fact")[:3]
 
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 HOST_GRACE_S = 5.0  # the worker enforces the time-out itself (and cleans up); the host steps in later
 RESPAWN_DELAYS_S = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
-DEFAULT_PRELOAD = ("numpy", "sympy")
+DEFAULT_PRELOAD = ("numpy", "sympy", "matplotlib.pyplot")  # pyplot: its font cache is built once per worker
 
 
 class SandboxPool:

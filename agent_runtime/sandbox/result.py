@@ -21,11 +21,16 @@ class ExecResult:
     memory_exceeded: bool = False  # the call's processes together held more than call_memory_mb
     truncated: bool = False
     sandboxed: bool = True
+    images: tuple[str, ...] = ()  # figures the code left open (matplotlib), base64 PNG
 
     @classmethod
     def from_reply(cls, reply: dict[str, Any], timeout: float, max_output_chars: int, *, sandboxed: bool) -> "ExecResult":
         """The result of a worker's reply, its output shaped for the model."""
         text, truncated = output.render(reply, timeout, max_output_chars)
+        images = tuple(reply.get("images") or ())
+        if images:  # the model reads text only: it is told what the user was shown
+            shown = f"[{len(images)} figure{'s' if len(images) > 1 else ''} shown to the user]"
+            text = f"{text.rstrip()}\n{shown}" if text.strip() else shown
         return cls(
             ok=bool(reply.get("ok")),
             output=text,
@@ -36,6 +41,7 @@ class ExecResult:
             memory_exceeded=bool(reply.get("memory_exceeded")),
             truncated=truncated,
             sandboxed=sandboxed,
+            images=images,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,8 +65,7 @@ class CodeTool:
         return self._runner if isinstance(self._runner, SandboxPool) else None
 
     async def __call__(self, argument: str) -> ToolOutput:
-        result = await self.run(argument)
-        return ToolOutput(result.output, ok=result.ok)
+        return tool_output(await self.run(argument))
 
     async def run(self, code: str, *, timeout_s: float | None = None, session_id: str | None = None) -> ExecResult:
         return await self._runner.run(code, timeout_s=timeout_s, session_id=session_id)
@@ -95,11 +94,14 @@ class SessionCodeTool:
         self.session_id = session_id
 
     async def __call__(self, argument: str) -> ToolOutput:
-        result = await self._tool.run(argument, session_id=self.session_id)
-        return ToolOutput(result.output, ok=result.ok)
+        return tool_output(await self._tool.run(argument, session_id=self.session_id))
 
     async def close(self) -> None:
         await self._tool.end_session(self.session_id)
+
+
+def tool_output(result: ExecResult) -> ToolOutput:
+    return ToolOutput(result.output, ok=result.ok, images=[f"data:image/png;base64,{b}" for b in result.images])
 
 
 def exec_once(

@@ -17,6 +17,7 @@ found as our descendants in /proc, since ``kill(-1)`` would hit every process of
 
 from __future__ import annotations
 
+import base64
 import builtins
 import ctypes
 import importlib.util
@@ -44,6 +45,12 @@ CODE_FILENAME = "<code>"
 STRAY_KILL_DEADLINE_S = 2.0
 MEMORY_CHECK_PERIOD_S = 0.1  # unless the host says otherwise; calls shorter than this never pay for a check
 SANDBOXED = "--sandboxed" in sys.argv
+# Figures the code leaves open in matplotlib are saved here by the call's process, then read (as
+# untrusted files) and removed by the worker, which returns them as PNG images.
+FIGURE_DIR = "/tmp/.tapo-figures"
+MAX_FIGURES = 8
+MAX_FIGURE_BYTES = 4 << 20
+FIGURE_DPI = 100
 
 
 def _option(name: str, default: str) -> str:
@@ -84,6 +91,9 @@ def _prepare_worker() -> tuple[int, int]:
     # Not dumpable: a call's code (same uid) cannot ptrace us or open /proc/<worker>/fd and mem.
     # A child sets itself dumpable again so that its own /proc/self behaves normally.
     _prctl(PR_SET_DUMPABLE, 0)
+    os.environ["MPLBACKEND"] = "Agg"  # figures are drawn to files, never to a display
+    if SANDBOXED:  # matplotlib's cache in the sandbox's own /tmp (home is read-only or absent)
+        os.environ["MPLCONFIGDIR"] = "/tmp/.matplotlib"
     for name in PRELOAD_MODULES:  # warm forks; optional
         try:
             importlib.import_module(name)
@@ -210,6 +220,45 @@ def _run_user_code(code: str, namespace: dict[str, Any], filename: str = CODE_FI
             os.write(2, f"\n{type(exc).__name__}\n".encode())
         return 1
     return 0
+
+
+def _save_figures() -> None:
+    """Save the figures the code left open (matplotlib, if it was used) and close them."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    try:
+        os.makedirs(FIGURE_DIR, exist_ok=True)
+        for n, number in enumerate(pyplot.get_fignums()[:MAX_FIGURES]):
+            pyplot.figure(number).savefig(f"{FIGURE_DIR}/{n:02d}.png", format="png", dpi=FIGURE_DPI)
+        pyplot.close("all")
+    except BaseException as exc:
+        print(f"[the figures could not be saved: {type(exc).__name__}: {exc}]", file=sys.stderr)
+
+
+def _collect_figures() -> list[str]:
+    """The saved figures, base64 PNG, and the directory emptied. The files are the call's (hostile):
+    no links followed, sizes bounded, only PNG taken."""
+    images: list[str] = []
+    try:
+        names = sorted(os.listdir(FIGURE_DIR))
+    except OSError:
+        return images
+    for name in names[:MAX_FIGURES]:
+        try:
+            fd = os.open(os.path.join(FIGURE_DIR, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            data = os.read(fd, MAX_FIGURE_BYTES + 1) if os.fstat(fd).st_size <= MAX_FIGURE_BYTES else b""
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) <= MAX_FIGURE_BYTES:
+            images.append(base64.b64encode(data).decode("ascii"))
+    _empty_dir(FIGURE_DIR)
+    return images
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -508,6 +557,7 @@ def run_fresh(request: dict[str, Any], protocol_fds: list[int], keep: set[int]) 
             os.close(read_fd)
             _become_call_process(write_fd, protocol_fds, limits, cpu_budget_s=timeout_s)
             status = _run_user_code(code, _fresh_namespace())
+            _save_figures()
             _finish_like_interpreter()
         except BaseException:
             status = 1
@@ -518,11 +568,13 @@ def run_fresh(request: dict[str, Any], protocol_fds: list[int], keep: set[int]) 
     clean = _kill_strays(keep)
     _drain(read_fd, capture, time.monotonic() + 0.5)
     os.close(read_fd)
+    images = _collect_figures()
     _reset_scratch()
     reply_status = _status_reply(wait_status, kind=kind)
     return {
         **reply_status,
         **capture.as_reply(),
+        "images": images,
         "seconds": seconds,
         "clean": clean,
         "call_memory_mb": limits["call_memory_mb"],
@@ -661,6 +713,7 @@ class Session:
                 _flush_and_exit(0)
             _set_cpu_budget(float(request["timeout_s"]), within_hard_limit=True)
             status = _run_user_code(str(request["code"]), namespace, str(request["filename"]))
+            _save_figures()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -718,6 +771,7 @@ class Session:
         return {
             **reply_status,
             **capture.as_reply(),
+            "images": _collect_figures(),
             "seconds": seconds,
             "clean": clean,
             "call_memory_mb": request["limits"]["call_memory_mb"],
