@@ -186,13 +186,23 @@ def test_web_search_is_a_web_search_call_with_its_query(tokenizer):
     turns = ["<think>Look it up.</think><search>capital of Norway</search>", "<answer>Oslo</answer>" + EOS]
     searched: list[str] = []
     tools = ToolRegistry([FunctionTool("search", lambda q: searched.append(q) or "Oslo is the capital of Norway.")])
-    with serving(tokenizer, turns * 2, tools=tools) as (http, _, _):
+    from openai import OpenAI
+
+    with serving(tokenizer, turns * 4, tools=tools) as (http, url, _):
         data = create(http, input="What is the capital of Norway?", tools=[WEB_SEARCH])
         events = stream_events(http, input="What is the capital of Norway?", tools=[WEB_SEARCH])
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        typed = client.responses.create(model=MODEL, input="What is the capital of Norway?", tools=[WEB_SEARCH])
+        with client.responses.stream(model=MODEL, input="What is the capital of Norway?", tools=[WEB_SEARCH]) as s:
+            streamed = s.get_final_response()
+    for reply in (typed, streamed):
+        assert reply.output_text == "Oslo"
+        assert [i.type for i in reply.output] == ["reasoning", "web_search_call", "message"]
+        assert reply.output[1].action.query == "capital of Norway"
     search = next(i for i in data["output"] if i["type"] == "web_search_call")
     assert search["status"] == "completed"
     assert search["action"] == {"type": "search", "query": "capital of Norway"}
-    assert searched == ["capital of Norway"] * 2
+    assert searched == ["capital of Norway"] * 4
     assert output_text(data) == "Oslo"
     assert [e["type"] for e in events if e["type"].startswith("response.web_search_call")] == [
         "response.web_search_call.in_progress", "response.web_search_call.searching",
