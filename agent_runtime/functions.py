@@ -153,26 +153,28 @@ def parse_call(text: str, functions: Mapping[str, Function]) -> FunctionCall | C
     return FunctionCall(function, arguments)
 
 
+@dataclass(frozen=True)
+class ForcedCall:
+    """How a turn is made to call one of several functions (``tool_choice`` ``required``, or a named
+    function): ``opening`` is written, then the model chooses one of ``heads`` (each token where they
+    differ sampled among their next tokens, the rest written), then writes that function's arguments
+    under its JSON schema (``schemas``, same order) and ``closing``; then it goes on freely."""
+
+    opening: str
+    heads: tuple[str, ...]
+    schemas: tuple[Mapping[str, Any], ...]
+    closing: str
+
+
 def _call_head(function: Function) -> str:
-    """A call of ``function`` up to its first argument's value: the name, and the key of its first
-    required parameter where it has one. No space after a colon: tokenizers merge it into the next
-    token (' {"', ' "'), so text that ended with it would leave the model to continue from a token it
-    never saw there."""
-    text = '{"name": ' + json.dumps(function.name, ensure_ascii=False) + ', "arguments":'
-    schema = function.parameters
-    required = [p for p in schema.get("required") or () if p in (schema.get("properties") or {})]
-    if schema.get("type") == "object" and required:
-        text += " {" + json.dumps(required[0], ensure_ascii=False) + ":"
-    return text
+    """A call of ``function`` up to its arguments. No space after the colon: tokenizers merge it into
+    the next token (' {"'), so text that ended with it would leave the model to continue from a token
+    it never saw there; the arguments' grammar allows it."""
+    return '{"name": ' + json.dumps(function.name, ensure_ascii=False) + ', "arguments":'
 
 
-def forced_call(protocol: Protocol, functions: Sequence[Function]) -> tuple[str, tuple[str, ...]]:
-    """How a turn is made to call one of ``functions`` (``tool_choice`` ``required``, or a named
-    function): the text it starts with, and the continuations the model must choose one of (none
-    for one function: its call's head is all forced). The model writes the values that follow."""
-    opening = f"{protocol.call_block.open}\n"
-    heads = [_call_head(f) for f in functions]
-    if len(heads) == 1:
-        return opening + heads[0], ()
-    shared = '{"name":'
-    return opening + shared, tuple(h[len(shared):] for h in heads)
+def forced_call(protocol: Protocol, functions: Sequence[Function]) -> ForcedCall:
+    """The :class:`ForcedCall` of one of ``functions`` in ``protocol``'s call block."""
+    block = protocol.call_block
+    return ForcedCall(f"{block.open}\n", tuple(_call_head(f) for f in functions),
+                      tuple(f.parameters for f in functions), f"}}\n{block.close}")

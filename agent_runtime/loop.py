@@ -14,9 +14,10 @@ from typing import Any, AsyncIterator, Sequence
 
 from agent_runtime.backends.base import Backend, GenerationChunk, PromptTooLongError, SamplingParams
 from agent_runtime.budget import Budget
+from agent_runtime.constrained import arguments_matcher, constrained_tokens
 from agent_runtime.detok import IncrementalDetokenizer
 from agent_runtime.events import Answer, Done, Event, Injected, Token, ToolCall, ToolResult
-from agent_runtime.functions import CallError, Function, FunctionCall, builtin_functions, parse_call
+from agent_runtime.functions import CallError, ForcedCall, Function, FunctionCall, builtin_functions, parse_call
 from agent_runtime.parser import Segment, SegmentKind, StreamParser, answer_segment
 from agent_runtime.plain_text import encode_plain
 from agent_runtime.protocol import TAPO, BlockRole, Protocol, last_boxed
@@ -71,8 +72,7 @@ async def run(
     enabled_tools: Sequence[str] | None = None,
     stop: Sequence[str] = (),
     functions: Sequence[Function] | None = None,
-    prefill: str = "",
-    prefill_choices: Sequence[str] = (),
+    forced: ForcedCall | None = None,
 ) -> AsyncIterator[Event]:
     """Run one trajectory, yielding events; the last is :class:`Done` with the :class:`Trajectory`.
 
@@ -82,10 +82,11 @@ async def run(
     ``functions``: what a function-calling protocol's model was offered (default: the built-in
     functions of the enabled tools); a call to one that no registry tool runs (a client's function)
     ends the trajectory with ``finish_reason="tool_calls"`` and the calls in ``client_calls``.
-    ``prefill``: text the first turn is forced to start with (a function call that ``tool_choice``
-    demands); its tokens count as the model's, without logprobs. ``prefill_choices``: then one of
-    these, which the model chooses: each token where they differ is sampled among the tokens that
-    continue one of them (``SamplingParams.allowed_token_ids``), the rest are forced.
+    ``forced``: the call ``tool_choice`` demands of the first turn (:class:`ForcedCall`): its opening
+    is written, the model chooses the function where the offered ones differ, and writes its arguments
+    under the function's JSON schema (:mod:`agent_runtime.constrained`), each sampled token among those
+    the constraint allows (``SamplingParams.allowed_token_ids``); written tokens count as the model's,
+    without logprobs.
     """
     if len(prompt_ids) >= backend.info.context_length:
         raise PromptTooLongError(len(prompt_ids), backend.info.context_length)
@@ -137,20 +138,14 @@ async def run(
         chunk = None
         finish_reason = None
         turn_started = time.monotonic()
-        if prefill and traj.turns == 0:
-            forced = encode_plain(tokenizer, prefill)
-            traj.append(forced, model=True)
-            if prefill_choices:
-                chosen, logprobs = await _choose(backend, traj.prompt_ids + traj.completion_ids, prefill_choices,
-                                                 tokenizer, params)
-                traj.append(chosen, model=True, logprobs=logprobs)
-                forced = forced + chosen
-            text = detok.add(forced)
+        if forced is not None and traj.turns == 0:
+            written = await _forced_call(forced, backend, traj, tokenizer, params)
+            text = detok.add(written)
             traj.text += text
             turn_text += text
-            yield Token(text, forced)
+            yield Token(text, written)
             segments += [e for e in parser.feed(text) if isinstance(e, Segment)]
-            params = replace(params, max_tokens=max(1, params.max_tokens - len(forced)))
+            params = replace(params, max_tokens=max(1, params.max_tokens - len(written)))
         stream = backend.generate(traj.prompt_ids + traj.completion_ids, params)
         try:
             while (chunk := await _next_chunk(stream, deadline)) is not None:
@@ -334,20 +329,39 @@ async def _run_call(call: FunctionCall | CallError, tools: ToolRegistry, timeout
     return await tools.call(call.function.tool, call.function.tool_argument(call.arguments), timeout=timeout)
 
 
+async def _forced_call(forced: ForcedCall, backend: Backend, traj: Trajectory, tokenizer: Any,
+                       params: SamplingParams) -> list[int]:
+    """Write the call ``forced`` demands into ``traj``; returns its tokens."""
+    opening = encode_plain(tokenizer, forced.opening)
+    traj.append(opening, model=True)
+    which, head, logprobs = await _choose(backend, traj.prompt_ids + traj.completion_ids, forced.heads, tokenizer,
+                                          params)
+    traj.append(head, model=True, logprobs=logprobs)
+    matcher = arguments_matcher(tokenizer, forced.schemas[which], forced.closing)
+    if matcher is None:  # a schema the constraint cannot compile: the model writes them freely
+        return opening + head
+    arguments, logprobs = await constrained_tokens(backend, traj.prompt_ids + traj.completion_ids, matcher, params,
+                                                   max(1, params.max_tokens - len(opening) - len(head)))
+    traj.append(arguments, model=True, logprobs=logprobs)
+    return opening + head + arguments
+
+
 async def _choose(backend: Backend, ids: list[int], choices: Sequence[str], tokenizer: Any,
-                  params: SamplingParams) -> tuple[list[int], list[float | None]]:
-    """The tokens of one of ``choices`` after ``ids``, the model choosing: where the choices still
-    open differ, one token is sampled among their next tokens; where they agree, it is forced."""
+                  params: SamplingParams) -> tuple[int, list[int], list[float | None]]:
+    """The index and tokens of one of ``choices`` after ``ids``, the model choosing: where the choices
+    still open differ, one token is sampled among their next tokens; where they agree, it is forced."""
     options = [encode_plain(tokenizer, c) for c in choices]
+    open_ = list(range(len(options)))
     chosen: list[int] = []
     logprobs: list[float | None] = []
     while True:
         position = len(chosen)
-        done = next((o for o in options if len(o) == position), None)
-        if len(options) == 1 or done is not None:  # (no choice's tokens begin another's: each ends in ':')
-            rest = (done or options[0])[position:]
-            return chosen + rest, logprobs + [None] * len(rest)
-        following = frozenset(o[position] for o in options)
+        done = next((i for i in open_ if len(options[i]) == position), None)
+        if len(open_) == 1 or done is not None:  # (no choice's tokens begin another's: each ends in ':')
+            which = done if done is not None else open_[0]
+            rest = options[which][position:]
+            return which, chosen + rest, logprobs + [None] * len(rest)
+        following = frozenset(options[i][position] for i in open_)
         if len(following) == 1:
             token, logprob = next(iter(following)), None
         else:
@@ -360,7 +374,7 @@ async def _choose(backend: Backend, ids: list[int], choices: Sequence[str], toke
             token, logprob = chunk.token_ids[0], (chunk.logprobs or [None])[0]
         chosen.append(token)
         logprobs.append(logprob)
-        options = [o for o in options if o[position] == token]
+        open_ = [i for i in open_ if options[i][position] == token]
 
 
 async def run_to_end(prompt_ids: Sequence[int], backend: Backend, tools: ToolRegistry, **kwargs: Any) -> Trajectory:

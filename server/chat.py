@@ -19,6 +19,7 @@ from agent_runtime.backends.base import PromptTooLongError, SamplingParams
 from agent_runtime.budget import Budget
 from agent_runtime.events import Done, Event, Token, ToolResult
 from agent_runtime.functions import (
+    ForcedCall,
     Function,
     FunctionSchemaError,
     builtin_functions,
@@ -56,8 +57,7 @@ class ChatPlan:
     include_usage: bool
     tokenizer: Any
     functions: list[Function] | None = None  # offered to a function-calling model
-    prefill: str = ""  # forced start of the first turn (tool_choice)
-    prefill_choices: tuple[str, ...] = ()  # then one of these, chosen by the model under constraint
+    forced: ForcedCall | None = None  # the call tool_choice demands of the first turn
     parallel_tool_calls: bool = True
     registry: ToolRegistry | None = None  # the tools, code bound to a container; None: the server's
 
@@ -157,7 +157,7 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
             wanted = (*wanted, "search")
     tools = enabled_tool_names(protocol, state.tools, wanted)
     server_functions = [f for f in state.mcp_functions if wanted is None or f.tool in wanted]
-    functions, prefill, prefill_choices = plan_functions(req, protocol, tools, server_functions)
+    functions, forced = plan_functions(req, protocol, tools, server_functions)
     max_tokens = req.max_completion_tokens or req.max_tokens or state.budget.max_total_tokens
     budget = replace(
         state.budget,
@@ -189,14 +189,13 @@ def plan_chat(req: ChatCompletionRequest, state: ServerState) -> ChatPlan:
         include_usage=req.include_usage,
         tokenizer=state.backend.tokenizer,
         functions=functions,
-        prefill=prefill,
-        prefill_choices=prefill_choices,
+        forced=forced,
         parallel_tool_calls=req.parallel_tool_calls is not False,
     )
 
 
 def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[str, ...],
-                   server_functions: Sequence[Function] = ()) -> tuple[list[Function] | None, str, tuple[str, ...]]:
+                   server_functions: Sequence[Function] = ()) -> tuple[list[Function] | None, ForcedCall | None]:
     """The functions offered to a function-calling model (the built-in tools', the MCP servers'
     ``server_functions``, the client's), and how ``tool_choice`` ``required`` or a named function
     forces the first turn (:func:`~agent_runtime.functions.forced_call`). Other protocols: no
@@ -215,7 +214,7 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
             if message.role == "tool" or message.tool_calls:
                 raise bad_request(f"the {protocol.name} protocol makes no calls of the client's functions, so it "
                                   "takes no tool messages or tool calls", f"messages.{i}.role")
-        return None, "", ()
+        return None, None
     client: list[Function] = []
     for i, spec in enumerate(req.tools or []):
         try:
@@ -232,15 +231,15 @@ def plan_functions(req: ChatCompletionRequest, protocol: Protocol, tools: tuple[
     if choice == "required":
         if not functions:
             raise bad_request("tool_choice 'required' needs at least one function in `tools`", "tool_choice")
-        return functions, *forced_call(protocol, functions)
+        return functions, forced_call(protocol, functions)
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
         chosen = next((f for f in functions if f.name == name), None)
         if chosen is None:
             raise bad_request("tool_choice must name one of the functions in `tools`: "
                               "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice")
-        return functions, *forced_call(protocol, [chosen])
-    return functions, "", ()
+        return functions, forced_call(protocol, [chosen])
+    return functions, None
 
 
 async def chat_completions(req: ChatCompletionRequest, request: Request, state: ServerState, owner: str):
@@ -304,8 +303,7 @@ async def observed_events(plan: ChatPlan, state: ServerState, endpoint: str) -> 
     try:
         async for event in run(plan.prompt_ids, state.backend, plan.registry or state.tools, protocol=plan.protocol,
                                budget=plan.budget, sampling=plan.sampling, enabled_tools=plan.tools, stop=plan.stops,
-                               functions=plan.functions, prefill=plan.prefill,
-                               prefill_choices=plan.prefill_choices):
+                               functions=plan.functions, forced=plan.forced):
             if first_token and isinstance(event, Token) and event.token_ids:
                 metrics.ttft.labels(endpoint).observe(time.perf_counter() - started)
                 first_token = False

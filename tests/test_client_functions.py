@@ -131,23 +131,24 @@ def test_parallel_tool_calls_false_returns_one_call(tokenizer):
 
 
 def test_tool_choice_required_and_named_force_the_call(tokenizer):
-    with serving(tokenizer, [' "Oslo"}}\n</tool_call>' + EOS]) as (http, backend):
+    with serving(tokenizer, [' {"city": "Oslo"}}\n</tool_call>' + EOS]) as (http, backend):
         data = post(http, messages=user("Hello!"), tools=[WEATHER], tool_choice="required", agent={"tools": False})
+    # The name is written; the arguments are the model's, each token under the function's schema.
     assert prompt_text(tokenizer, backend).endswith('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", '
-                                                    '"arguments": {"city":')
+                                                    '"arguments":')
     assert data["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "get_weather",
                                                                            "arguments": '{"city": "Oslo"}'}
     # several functions offered: the model chooses the name, constrained to those offered
-    with serving(tokenizer, [' "Oslo"}}\n</tool_call>' + EOS]) as (http, backend):
+    with serving(tokenizer, [' {"city": "Oslo"}}\n</tool_call>' + EOS]) as (http, backend):
         data = post(http, messages=user("Hello!"), tools=[WEATHER, function("get_place", city="string")],
                     tool_choice="required", agent={"tools": False})
     assert backend.prompts[0] != backend.prompts[-1]  # a constrained step came before the free one
     [call] = data["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] in ("get_weather", "get_place") and call["function"]["arguments"] == '{"city": "Oslo"}'
-    with serving(tokenizer, [' 5}}\n</tool_call>' + EOS]) as (http, backend):
+    with serving(tokenizer, [' {"amount": 5}}\n</tool_call>' + EOS]) as (http, backend):
         data = post(http, messages=user("Hello!"), tools=[WEATHER, TOTAL],
                     tool_choice={"type": "function", "function": {"name": "set_total"}})
-    assert prompt_text(tokenizer, backend).endswith('<tool_call>\n{"name": "set_total", "arguments": {"amount":')
+    assert prompt_text(tokenizer, backend).endswith('<tool_call>\n{"name": "set_total", "arguments":')
     assert data["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "set_total", "arguments": '{"amount": 5}'}
 
 

@@ -300,37 +300,63 @@ def test_the_protocol_is_registered_and_needs_a_chat_template(tokenizer):
         tokenizer.chat_template = saved
 
 
-def test_a_forced_call_writes_the_name_and_first_required_key_and_leaves_the_value():
+def test_a_forced_call_is_the_name_then_arguments_under_the_functions_schema():
+    from agent_runtime.functions import ForcedCall, forced_call
+
+    total = client_function({"type": "function", "function": {"name": "set_total", "parameters": TOTAL_SCHEMA}})
+    free = client_function({"type": "function", "function": {"name": "ping"}})
+    assert forced_call(HERMES, [total, free]) == ForcedCall(
+        "<tool_call>\n", ('{"name": "set_total", "arguments":', '{"name": "ping", "arguments":'),
+        (TOTAL_SCHEMA, {"type": "object", "properties": {}}), "}\n</tool_call>")
+
+
+TOTAL_SCHEMA = {"type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
+                "required": ["amount"], "additionalProperties": False}
+
+
+def _forced_run(tokenizer, functions, turns):
     from agent_runtime.functions import forced_call
 
-    total = client_function({"type": "function", "function": {"name": "set_total", "parameters": {
-        "type": "object", "properties": {"amount": {"type": "integer"}, "note": {"type": "string"}},
-        "required": ["amount"]}}})
-    free = client_function({"type": "function", "function": {"name": "ping"}})
-    assert forced_call(HERMES, [total]) == ('<tool_call>\n{"name": "set_total", "arguments": {"amount":', ())
-    assert forced_call(HERMES, [free]) == ('<tool_call>\n{"name": "ping", "arguments":', ())
-    # several: the shared opening is forced, the model chooses among the rest
-    assert forced_call(HERMES, [total, free]) == (
-        '<tool_call>\n{"name":', (' "set_total", "arguments": {"amount":', ' "ping", "arguments":'))
-    # what the model then writes completes one valid call
-    call = parse_call(forced_call(HERMES, [total])[0][len("<tool_call>\n"):] + " 5}}", {"set_total": total})
-    assert call.arguments == {"amount": 5}
+    backend = ScriptedBackend(tokenizer, turns)
+    prompt = build_prompt_ids(tokenizer, HERMES, "Hello!", functions=functions)
+    traj = asyncio.run(run_to_end(prompt, backend, ToolRegistry(), protocol=HERMES, functions=functions,
+                                  forced=forced_call(HERMES, functions), budget=Budget(max_total_tokens=120)))
+    return traj, backend
 
 
 def test_a_forced_choice_is_made_among_the_offered_calls_only(tiny_tokenizer):
-    from agent_runtime.functions import forced_call
-
     place = client_function({"type": "function", "function": {"name": "get_place", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
     weather = client_function({"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
-    prefill, choices = forced_call(HERMES, [weather, place])
-    backend = ScriptedBackend(tiny_tokenizer, [' "Oslo"}}\n</tool_call>' + EOS])
-    prompt = build_prompt_ids(tiny_tokenizer, HERMES, "Hello!", functions=[weather, place])
-    traj = asyncio.run(run_to_end(prompt, backend, ToolRegistry(), protocol=HERMES, functions=[weather, place],
-                                  prefill=prefill, prefill_choices=choices))
+    traj, _ = _forced_run(tiny_tokenizer, [weather, place], [' {"city": "Oslo"}}\n</tool_call>' + EOS])
     # The scripted backend takes the smallest token id it is allowed: one of the two names, whole.
     [call] = traj.client_calls
     assert call.name in ("get_weather", "get_place") and json.loads(call.arguments) == {"city": "Oslo"}
     assert traj.text.startswith('<tool_call>\n{"name": "' + call.name + '", "arguments": {"city": "Oslo"}}')
     assert len(traj.completion_ids) == len(traj.mask) == len(traj.logprobs)
+
+
+@pytest.mark.parametrize("written", [
+    ' {"amount": "twelve"}}\n</tool_call>',  # a string where the schema says integer
+    ' {"amount": 12, "total": 12}}\n</tool_call>',  # a key the schema does not allow
+])
+def test_forced_arguments_follow_the_schema_whatever_the_model_would_write(tiny_tokenizer, written):
+    """Where the model would write arguments that fail the schema, it is only offered tokens that keep
+    them valid: the call is valid, and it is the client's call that ends the reply."""
+    total = client_function({"type": "function", "function": {"name": "set_total", "parameters": TOTAL_SCHEMA}})
+    traj, backend = _forced_run(tiny_tokenizer, [total], [written + EOS, "Sorry." + EOS])
+    [call] = traj.client_calls
+    arguments = json.loads(call.arguments)
+    assert isinstance(arguments["amount"], int) and set(arguments) <= {"amount", "note"}
+    assert traj.tool_calls == [] and traj.invalid_actions == 0  # no in-band error, no second turn
+    assert len(traj.completion_ids) == len(traj.mask) == len(traj.logprobs)
+
+
+def test_forced_arguments_the_model_writes_validly_are_its_own(tiny_tokenizer):
+    total = client_function({"type": "function", "function": {"name": "set_total", "parameters": TOTAL_SCHEMA}})
+    traj, _ = _forced_run(tiny_tokenizer, [total], [' {"amount": 12, "note": "hi"}}\n</tool_call>' + EOS])
+    [call] = traj.client_calls
+    assert json.loads(call.arguments) == {"amount": 12, "note": "hi"}
+    # Sampled tokens carry the engine's logprobs; the tokens the grammar left no choice about, none.
+    assert any(lp is not None for lp in traj.logprobs) and any(lp is None for lp in traj.logprobs)

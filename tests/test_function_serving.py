@@ -8,6 +8,7 @@ import json
 from typing import Iterator
 
 import httpx
+import jsonschema
 import pytest
 from live_server import (TOTAL, WEATHER, assert_error, fixture_tools, function, http_client, read_sse, running_server,
                          validate)
@@ -123,7 +124,7 @@ def test_a_built_in_tool_runs_here_and_only_the_clients_call_returns(http):
 
 def test_tool_choice_required_always_calls_and_none_never(http):
     # A greeting, which the model answers without a call when it may choose: the forced opening writes
-    # the call's name and first key, the model the value.
+    # the call's name, the model the arguments, under the function's schema.
     for question in ("Hello!", "Use get_weather with city Oslo."):
         required = post(http, messages=[{"role": "user", "content": question}], tools=[WEATHER], tool_choice="required",
                         agent={"tools": False})
@@ -142,6 +143,18 @@ def test_tool_choice_required_always_calls_and_none_never(http):
     named = post(http, messages=[{"role": "user", "content": "Hello!"}], tools=[TOTAL, WEATHER],
                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
     assert [c["function"]["name"] for c in named["choices"][0]["message"]["tool_calls"]] == ["get_weather"]
+
+
+@pytest.mark.parametrize("question", ["Hello!", "Good morning!", "What is the weather in Oslo?", "Set it."])
+def test_forced_calls_have_arguments_valid_under_the_schema(http, question):
+    """Arguments are enforced, not hoped for: on questions that have nothing to do with the function,
+    a forced call's arguments still validate against its schema (an integer where it says integer)."""
+    for tool in (TOTAL, WEATHER, function("book", nights="integer", city="string")):
+        data = post(http, messages=[{"role": "user", "content": question}], tools=[tool], tool_choice="required",
+                    agent={"tools": False})
+        (call,) = data["choices"][0]["message"]["tool_calls"]
+        arguments = json.loads(call["function"]["arguments"])
+        jsonschema.validate(arguments, tool["function"]["parameters"])
 
 
 def test_a_greeting_gets_a_plain_reply(http):
