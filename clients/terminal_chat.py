@@ -131,7 +131,7 @@ def _deltas(client: openai.OpenAI, settings: ChatSettings, question: str, messag
                 if event.type == "response.failed":
                     yield {"error": f"The generation failed: {event.response.error.message}"}
                     return
-                if event.type == "response.completed":
+                if event.type in ("response.completed", "response.incomplete"):
                     settings.previous_response_id = event.response.id
                 yield event_delta(event)
         return

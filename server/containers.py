@@ -3,10 +3,12 @@
 A container is a session worker of the sandbox pool (:meth:`~agent_runtime.sandbox.CodeTool.session`):
 its Python globals and its files outlive a call, and a request that names it (a Responses
 ``container`` id, a continuation of a response that used it, a chat ``agent.session_id``) runs its
-code there. It belongs to the key that made it, never to another. Past ``idle_s`` without a call
-it ends and its worker is reaped; past ``max_live`` live containers a new one is refused (429)
-rather than another's being closed. Records go to the response store, so that an ended
-container's id answers "ended", not "unknown".
+code there. It belongs to the key that made it, never to another. A container whose requests ended
+without running code ends with them (its worker was never started); past ``idle_s`` without a call
+one ends and its worker is reaped. At ``max_live`` live containers a new one closes the same key's
+least recently used idle container, and is refused (429) where that key has none: another key's is
+never closed. Records go to the response store, so that an ended container's id answers "ended",
+not "unknown".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent_runtime.sandbox import CodeTool
 from agent_runtime.tools import ToolRegistry
@@ -35,10 +38,25 @@ class Container:
     owner: str
     last_used: float = field(default_factory=time.monotonic)
     in_use: int = 0  # requests running code in it now: it does not expire under them
+    ran_code: bool = False
 
     def release(self) -> None:
         self.in_use -= 1
         self.last_used = time.monotonic()
+
+
+class _ContainerCode:
+    """The code tool of one request, bound to its container: records that the container ran code."""
+
+    name = "code"
+
+    def __init__(self, session: Any, container: Container) -> None:
+        self._session = session
+        self._container = container
+
+    async def __call__(self, argument: str) -> Any:
+        self._container.ran_code = True
+        return await self._session(argument)
 
 
 class Containers:
@@ -63,7 +81,7 @@ class Containers:
 
     async def open(self, owner: str, container_id: str | None = None, *, param: str | None = None) -> Container:
         """``owner``'s container ``container_id`` (404 if it has none such, or it ended), or a new one."""
-        await self.reap()
+        await self.reap()  # first: an id past its idle time is ended, not handed out
         if container_id is not None:
             container = self._live.get(container_id)
             if container is None or container.owner != owner:
@@ -73,6 +91,10 @@ class Containers:
                 raise APIError(404, f"container {container_id!r} {why}: use {{\"type\": \"auto\"}} for a new one",
                                type="not_found_error", param=param, code="container_not_found")
             return self._hold(container)
+        if len(self._live) >= self.max_live:
+            idle = [c for c in self._live.values() if c.owner == owner and c.in_use == 0]
+            if idle:
+                await self.end(min(idle, key=lambda c: c.last_used).id)
         if len(self._live) >= self.max_live:
             raise APIError(429, f"all {self.max_live} code containers are in use; end one or retry when one has "
                                 f"been idle for {self.idle_s:g} s", type="rate_limit_error", param=param,
@@ -86,6 +108,7 @@ class Containers:
 
     async def open_named(self, owner: str, name: str, *, param: str | None = None) -> Container:
         """A chat session's container, by the client's own name for it (made on first use)."""
+        await self.reap()
         container_id = self._named.get((owner, name))
         if container_id is not None and container_id in self._live:
             return await self.open(owner, container_id, param=param)
@@ -93,9 +116,13 @@ class Containers:
         self._named[(owner, name)] = container.id
         return container
 
+    def is_live(self, owner: str, container_id: str | None) -> bool:
+        container = self._live.get(container_id) if container_id else None
+        return container is not None and container.owner == owner
+
     def tools(self, registry: ToolRegistry, container: Container) -> ToolRegistry:
         """``registry`` with its code tool running in ``container``."""
-        return registry.replacing(self.code.session(container.id))
+        return registry.replacing(_ContainerCode(self.code.session(container.id), container))
 
     def _hold(self, container: Container) -> Container:
         container.in_use += 1
@@ -103,9 +130,11 @@ class Containers:
         return container
 
     async def reap(self) -> None:
-        """End the containers idle past ``idle_s``; their workers are killed."""
+        """End the containers idle past ``idle_s`` (their workers are killed), and those whose
+        requests ended without running code."""
         deadline = time.monotonic() - self.idle_s
-        for container in [c for c in self._live.values() if c.in_use == 0 and c.last_used < deadline]:
+        for container in [c for c in self._live.values()
+                          if c.in_use == 0 and (c.last_used < deadline or not c.ran_code)]:
             await self.end(container.id)
 
     async def end(self, container_id: str) -> None:

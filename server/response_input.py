@@ -22,9 +22,9 @@ WEB_SEARCH_TYPES = ("web_search", "web_search_preview", "web_search_2025_08_26",
 # and MCP calls again, with their results, as the calls and tool messages its template renders.
 _OWN_STEP_ITEMS = ("reasoning", "web_search_call", "code_interpreter_call", "mcp_call", "mcp_list_tools")
 _REPLAYED_CALLS = ("code_interpreter_call", "mcp_call")
-# The chat request's names of parameters, as a Responses client wrote them.
-_PARAM_NAMES = {"messages": "input", "max_completion_tokens": "max_output_tokens",
-                "agent.max_tool_calls": "max_tool_calls"}
+# The chat request's names of parameters, as a Responses client wrote them. (A message's index is not
+# an input item's: instructions, the stored conversation and replayed calls shift it.)
+_PARAM_NAMES = {"max_completion_tokens": "max_output_tokens", "agent.max_tool_calls": "max_tool_calls"}
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,11 @@ def listed_input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]
 def as_responses_error(exc: APIError) -> APIError:
     """A chat request's error, naming the parameter as the Responses body calls it."""
     if exc.param is not None:
-        head, _, rest = exc.param.partition(".")
+        if exc.param == "messages" or exc.param.startswith("messages."):
+            exc.param = "input"
         for chat_name, name in _PARAM_NAMES.items():
             if exc.param == chat_name or exc.param.startswith(chat_name + "."):
                 exc.param = name + exc.param[len(chat_name):]
-                break
-        else:
-            if head == "messages":
-                exc.param = "input" + (f".{rest}" if rest else "")
     return exc
 
 
@@ -164,7 +161,9 @@ def input_messages(value: str | list[dict[str, Any]], *, function_calling: bool 
 def _replayed_call(item: Mapping[str, Any]) -> tuple[str, str, str]:
     """An earlier code or MCP call item as (function name, JSON arguments, result text)."""
     if item["type"] == "code_interpreter_call":
-        logs = "".join(str(o.get("logs") or "") for o in item.get("outputs") or [] if isinstance(o, Mapping))
+        outputs = item.get("outputs")
+        outputs = outputs if isinstance(outputs, list) else []
+        logs = "".join(str(o.get("logs") or "") for o in outputs if isinstance(o, Mapping))
         return "python", json.dumps({"code": str(item.get("code") or "")}, ensure_ascii=False), logs
     error = item.get("error")
     result = item.get("output") or (json.dumps(error, ensure_ascii=False) if error else "")
@@ -224,13 +223,23 @@ def _tools(specs: Sequence[Mapping[str, Any]], server: ServerTools) -> tuple[lis
             enabled.append(_server_tool(server, "code", "this server runs no code tool", f"tools.{i}"))
         elif kind == "mcp":
             label = spec.get("server_label")
-            if label not in server.mcp_servers:
+            if not isinstance(label, str) or label not in server.mcp_servers:
                 known = ", ".join(server.mcp_servers) or "none"
                 raise bad_request(f"no MCP server labelled {label!r}: this server's MCP servers are set when it starts "
                                   f"(--mcp), and their labels are: {known}", f"tools.{i}.server_label")
+            approval = spec.get("require_approval", "never")
+            asks = (approval.get("always") or {}).get("tool_names") if isinstance(approval, Mapping) else approval != "never"
+            if asks:
+                raise bad_request("approval of MCP calls is not supported: the server's MCP servers are trusted by "
+                                  "its operator; send \"require_approval\": \"never\"", f"tools.{i}.require_approval")
             allowed = spec.get("allowed_tools")
+            if isinstance(allowed, Mapping):  # the filter form: {"tool_names": [...]}
+                allowed = allowed.get("tool_names")
             names = list(server.mcp_servers[label])
-            if isinstance(allowed, list):
+            if allowed is not None:
+                if not isinstance(allowed, list):
+                    raise bad_request("allowed_tools must be a list of tool names or {\"tool_names\": [...]}",
+                                      f"tools.{i}.allowed_tools")
                 names = [n for n in names if n in allowed]
             enabled.extend(names)
         else:
@@ -247,6 +256,15 @@ def requested_container(specs: Sequence[Mapping[str, Any]]) -> tuple[int, str | 
         if spec.get("type") == "code_interpreter":
             return i, _container_id(spec, f"tools.{i}.container")
     return None
+
+
+def previous_container_ids(value: str | list[dict[str, Any]]) -> list[str]:
+    """The containers of the code calls a client sends back as history, oldest first (the Agents SDK
+    continues this way, without ``previous_response_id``)."""
+    if isinstance(value, str):
+        return []
+    return [item["container_id"] for item in value
+            if item.get("type") == "code_interpreter_call" and isinstance(item.get("container_id"), str)]
 
 
 def _container_id(spec: Mapping[str, Any], where: str) -> str | None:

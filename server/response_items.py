@@ -53,8 +53,8 @@ class ResponseItems:
             elif delta.reasoning and delta.reasoning_part in ("think", "notice"):
                 out += self._text_delta("reasoning", delta.reasoning)
             # A tool call's text and its output are in the tool's item, not repeated as reasoning.
-        if isinstance(event, Done):
-            out += self._close_text()
+        if isinstance(event, Done):  # an answer cut by the token budget is an incomplete item
+            out += self._close_text("incomplete" if event.finish_reason == "length" else "completed")
         return out
 
     def function_calls(self, calls: list[dict[str, Any]]) -> list[StreamEvent]:
@@ -100,18 +100,17 @@ class ResponseItems:
                         "content_index": 0, "delta": text})
         return out
 
-    def _close_text(self) -> list[StreamEvent]:
+    def _close_text(self, status: str = "completed") -> list[StreamEvent]:
         if self._text is None:
             return []
         index, self._text = self._text, None
         item = self.output[index]
         part = item["content"][0]
         if item["type"] == "message":
-            part["text"] = part["text"].rstrip()
             done = {"type": "response.output_text.done", "text": part["text"], "logprobs": []}
         else:
             done = {"type": "response.reasoning_text.done", "text": part["text"]}
-        item["status"] = "completed"
+        item["status"] = status
         common = {"item_id": item["id"], "output_index": index, "content_index": 0}
         return [{**done, **common},
                 {"type": "response.content_part.done", **common, "part": dict(part)},
@@ -176,8 +175,8 @@ class ResponseItems:
                     {"type": "response.code_interpreter_call_code.delta", **at, "delta": step.arguments},
                     {"type": "response.code_interpreter_call_code.done", **at, "code": step.arguments},
                     {"type": "response.code_interpreter_call.interpreting", **at}]
-        return [{"type": "response.mcp_call_arguments.done", **at, "arguments": step.arguments},
-                {"type": "response.mcp_call.in_progress", **at}]
+        return [{"type": "response.mcp_call.in_progress", **at},
+                {"type": "response.mcp_call_arguments.done", **at, "arguments": step.arguments}]
 
     # -- bookkeeping --------------------------------------------------------------------------
 

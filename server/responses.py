@@ -34,6 +34,7 @@ from server.response_input import (
     conversation,
     input_messages,
     listed_input_items,
+    previous_container_ids,
     requested_container,
 )
 from server.response_items import ResponseItems
@@ -231,8 +232,10 @@ async def _open_container(run: ResponseRun, state: ServerState, owner: str, prev
                                 "runs code without the sandbox)", type="not_found_error",
                            param=f"tools.{index}.container", code="container_not_found")
         return
-    if container_id is None and previous is not None and previous.container_id in state.containers.live:
-        container_id = previous.container_id
+    if container_id is None:  # auto: the conversation's own, where one still lives
+        await state.containers.reap()
+        earlier = [previous.container_id if previous else None, *previous_container_ids(run.request.input)]
+        container_id = next((c for c in reversed(earlier) if state.containers.is_live(owner, c)), None)
     container = await state.containers.open(owner, container_id, param=f"tools.{index}.container")
     slot.also_release(container.release)
     run.plan.registry = state.containers.tools(state.tools, container)
@@ -261,6 +264,7 @@ async def _stream(run: ResponseRun, events: AsyncIterator[Event], release, state
                 await save(run, state, owner)  # before the last event: a client may continue at once
                 kind = "response.incomplete" if run.status == "incomplete" else "response.completed"
                 yield sse({"type": kind, "response": run.body()})
+                return  # the loop's clean-up (in finally) cannot turn a finished response into a failed one
     except Exception as exc:  # whatever failed, the stream ends with response.failed
         if isinstance(exc, PromptTooLongError):
             run.error = {"code": "invalid_prompt", "message": str(exc)}

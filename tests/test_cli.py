@@ -53,9 +53,9 @@ def test_run_json_streams_events_and_ends_with_the_trajectory(tiny_path: Path):
     # Tool calls in the one ToolStep shape the server streams: running, then done with the same id.
     steps = [e for e in events if e["type"] == "tool_step"]
     assert [s["status"] for s in steps] == ["running", "done"]  # the fixture model calls the code tool once
-    assert steps[0]["id"] == steps[1]["id"] and steps[1]["name"] == "code" and steps[1]["ok"]
+    assert steps[0]["id"] == steps[1]["id"] and steps[1]["name"] == "code" and steps[1]["ok"], steps[1]
     assert set(steps[1]) - {"type"} == {"id", "index", "name", "arguments", "status", "ok", "output", "hits",
-                                        "seconds", "injected_tokens"}
+                                        "images", "seconds", "injected_tokens"}
     record = events[-1]
     assert len(record["completion_ids"]) == len(record["mask"]) == len(record["logprobs"])
     text = "".join(e["text"] for e in events if e["type"] in ("token", "injected"))

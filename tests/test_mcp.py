@@ -251,3 +251,24 @@ def test_a_responses_request_turns_an_mcp_server_on_by_its_label(tokenizer):
     assert '"name": "add"' in offered and '"name": "python"' not in offered  # only what the request listed
     assert '"name": "add"' not in tokenizer.decode(backend.prompts[-1], skip_special_tokens=False)
     assert plain["status"] == "completed"
+
+
+@pytest.mark.parametrize(("tool", "param"), [
+    ({"type": "mcp", "server_label": ["fixture"]}, "tools.0.server_label"),
+    ({"type": "mcp", "server_label": "fixture", "require_approval": "always"}, "tools.0.require_approval"),
+    ({"type": "mcp", "server_label": "fixture", "allowed_tools": "add"}, "tools.0.allowed_tools"),
+])
+def test_mcp_tools_on_responses_that_cannot_be_honoured_are_refused(tokenizer, tool, param):
+    with serving(tokenizer, [], [STDIO]) as (http, backend):
+        r = http.post("/v1/responses", json={"model": MODEL, "input": "Hi", "tools": [tool]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert backend.prompts == []
+
+
+def test_allowed_tools_in_the_filter_form_narrow_the_mcp_tools(tokenizer):
+    with serving(tokenizer, ["Hi." + EOS], [STDIO]) as (http, backend):
+        r = http.post("/v1/responses", json={"model": MODEL, "input": "Hi", "tools": [
+            {"type": "mcp", "server_label": "fixture", "allowed_tools": {"tool_names": ["capital"]}}]})
+    assert r.status_code == 200, r.text
+    offered = tokenizer.decode(backend.prompts[0], skip_special_tokens=False)
+    assert '"name": "capital"' in offered and '"name": "add"' not in offered

@@ -318,6 +318,7 @@ def test_the_output_token_budget_makes_an_incomplete_response(tokenizer):
         events = stream_events(http, input="What is 6 * 7?", max_output_tokens=8)
     assert data["status"] == "incomplete" and data["incomplete_details"] == {"reason": "max_output_tokens"}
     assert data["usage"]["output_tokens"] == 8
+    assert [(i["type"], i["status"]) for i in data["output"]] == [("reasoning", "incomplete")]  # cut mid-thought
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
@@ -600,15 +601,33 @@ def test_an_idle_container_ends_and_its_worker_is_reaped(tokenizer):
 
 
 @needs_sandbox
-def test_past_the_cap_a_new_container_is_refused_with_429(tokenizer):
-    with serving(tokenizer, SET_X + READ_X, containers={"max_live": 1}) as (http, _, _):
+def test_past_the_cap_a_key_closes_its_own_idle_container_and_another_key_is_refused(tokenizer):
+    answer = ["<answer>Hi</answer>" + EOS]
+    turns = answer + SET_X + SET_X
+    with serving(tokenizer, turns, containers={"max_live": 1}, api_keys=("key-one", "key-two")) as (http, _, _):
+        other = {"Authorization": "Bearer key-two"}
+        # A request that runs no code holds its container only while it runs: it blocks no one after.
+        idle = http.post(RESPONSES, headers=other, json={"model": MODEL, "input": "Hi", "tools": [CODE]})
+        assert idle.status_code == 200, idle.text
         first = create(http, input="Set x.", tools=[CODE])
-        refused = http.post(RESPONSES, json={"model": MODEL, "input": "Set x.", "tools": [CODE]})
-        continued = create(http, input="Read x.", tools=[CODE], previous_response_id=first["id"])
+        refused = http.post(RESPONSES, headers=other, json={"model": MODEL, "input": "Set x.", "tools": [CODE]})
+        second = create(http, input="Set x again.", tools=[CODE])  # key-one: its own idle one is closed
     error = assert_error(refused, 429, param="tools.0.container")
     assert error["code"] == "container_limit_reached" and "all 1 code containers" in error["message"]
     assert refused.headers["retry-after"]
-    assert code_item(continued)["outputs"][0]["logs"] == "42 kept\n"  # its own container still serves it
+    assert code_item(second)["container_id"] != code_item(first)["container_id"]
+    assert code_item(second)["outputs"][0]["logs"] == "set\n"
+
+
+@needs_sandbox
+def test_history_sent_back_without_previous_response_id_keeps_the_container(tokenizer):
+    """As the Agents SDK continues a run: the earlier items sent back as input name the container."""
+    with serving(tokenizer, SET_X + READ_X) as (http, _, _):
+        first = create(http, input="Set x.", tools=[CODE])
+        history = [{"role": "user", "content": "Set x."}, *first["output"], {"role": "user", "content": "Read x."}]
+        second = create(http, input=history, tools=[CODE])
+    assert code_item(second)["container_id"] == code_item(first)["container_id"]
+    assert code_item(second)["outputs"][0]["logs"] == "42 kept\n"
 
 
 @needs_sandbox

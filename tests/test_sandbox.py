@@ -387,6 +387,18 @@ async def test_a_session_returns_each_calls_figures_once(pool: SandboxPool) -> N
 
 
 @needs_sandbox
+async def test_a_figure_too_large_to_return_is_named_and_the_session_lives_on(pool: SandboxPool) -> None:
+    pytest.importorskip("matplotlib")
+    noise = ("import numpy as np, matplotlib.pyplot as plt\nx = 41\nplt.figure(figsize=(12, 12))\n"
+             "plt.figimage(np.random.default_rng(0).random((1200, 1200, 3)))")
+    large = await pool.run(noise, session_id="large")
+    after = await pool.run("print(x + 1)", session_id="large")
+    await pool.end_session("large")
+    assert large.images == () and "1 figure too large to show" in large.output
+    assert after.ok and after.output == "42\n"  # the reply stayed a reply: the session is whole
+
+
+@needs_sandbox
 async def test_files_planted_as_figures_are_not_returned(pool: SandboxPool) -> None:
     """Only PNG files written as figures come back: a link (to a file the worker could read) or
     another kind of file in the figure directory is dropped."""

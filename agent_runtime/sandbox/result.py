@@ -28,8 +28,12 @@ class ExecResult:
         """The result of a worker's reply, its output shaped for the model."""
         text, truncated = output.render(reply, timeout, max_output_chars)
         images = tuple(reply.get("images") or ())
-        if images:  # the model reads text only: it is told what the user was shown
-            shown = f"[{len(images)} figure{'s' if len(images) > 1 else ''} shown to the user]"
+        dropped = int(reply.get("images_dropped") or 0)
+        if images or dropped:  # the model reads text only: it is told what the user was shown
+            notes = [f"{len(images)} figure{'s' if len(images) != 1 else ''} shown to the user"] if images else []
+            if dropped:
+                notes.append(f"{dropped} figure{'s' if dropped > 1 else ''} too large to show (lower the dpi or size)")
+            shown = f"[{'; '.join(notes)}]"
             text = f"{text.rstrip()}\n{shown}" if text.strip() else shown
         return cls(
             ok=bool(reply.get("ok")),

@@ -28,6 +28,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -45,11 +46,14 @@ CODE_FILENAME = "<code>"
 STRAY_KILL_DEADLINE_S = 2.0
 MEMORY_CHECK_PERIOD_S = 0.1  # unless the host says otherwise; calls shorter than this never pay for a check
 SANDBOXED = "--sandboxed" in sys.argv
-# Figures the code leaves open in matplotlib are saved here by the call's process, then read (as
-# untrusted files) and removed by the worker, which returns them as PNG images.
-FIGURE_DIR = "/tmp/.tapo-figures"
+# Figures the code leaves open in matplotlib are saved by the call's process in this directory of
+# its temporary directory (the sandbox's /tmp; unsandboxed, the call's own), then read as untrusted
+# files and removed by the worker, which returns them as PNG images. Their total stays well inside a
+# reply frame (worker.REPLY_LIMIT_BYTES, 8 MiB, with two output captures and base64's third).
+FIGURE_DIR_NAME = ".tapo-figures"
 MAX_FIGURES = 8
-MAX_FIGURE_BYTES = 4 << 20
+MAX_FIGURE_BYTES = 2 << 20
+MAX_FIGURES_BYTES = 4 << 20
 FIGURE_DPI = 100
 
 
@@ -228,37 +232,68 @@ def _save_figures() -> None:
     if pyplot is None:
         return
     try:
-        os.makedirs(FIGURE_DIR, exist_ok=True)
+        directory = _figure_dir()
+        os.makedirs(directory, exist_ok=True)
         for n, number in enumerate(pyplot.get_fignums()[:MAX_FIGURES]):
-            pyplot.figure(number).savefig(f"{FIGURE_DIR}/{n:02d}.png", format="png", dpi=FIGURE_DPI)
+            pyplot.figure(number).savefig(os.path.join(directory, f"{n:02d}.png"), format="png", dpi=FIGURE_DPI)
         pyplot.close("all")
     except BaseException as exc:
         print(f"[the figures could not be saved: {type(exc).__name__}: {exc}]", file=sys.stderr)
 
 
-def _collect_figures() -> list[str]:
-    """The saved figures, base64 PNG, and the directory emptied. The files are the call's (hostile):
-    no links followed, sizes bounded, only PNG taken."""
+def _figure_dir() -> str:
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), FIGURE_DIR_NAME)
+
+
+def _collect_figures() -> tuple[list[str], int]:
+    """The saved figures as base64 PNG, and how many were left out as too large; the files are
+    removed. They are the call's, so hostile: the directory and its entries are opened without
+    following links, only regular files whose bytes are a PNG are taken, sizes are bounded."""
     images: list[str] = []
+    dropped = 0
     try:
-        names = sorted(os.listdir(FIGURE_DIR))
+        directory = os.open(_figure_dir(), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return images
-    for name in names[:MAX_FIGURES]:
-        try:
-            fd = os.open(os.path.join(FIGURE_DIR, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            data = os.read(fd, MAX_FIGURE_BYTES + 1) if os.fstat(fd).st_size <= MAX_FIGURE_BYTES else b""
-        except OSError:
-            data = b""
-        finally:
-            os.close(fd)
-        if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) <= MAX_FIGURE_BYTES:
+        return images, dropped
+    try:
+        names = sorted(os.listdir(directory))
+        total = 0
+        for name in names[:MAX_FIGURES]:
+            data = _read_figure(directory, name)
+            if data is None:
+                continue
+            if len(data) > MAX_FIGURE_BYTES or total + len(data) > MAX_FIGURES_BYTES:
+                dropped += 1
+                continue
+            total += len(data)
             images.append(base64.b64encode(data).decode("ascii"))
-    _empty_dir(FIGURE_DIR)
-    return images
+        for name in names:
+            try:
+                os.unlink(name, dir_fd=directory)
+            except OSError:
+                pass
+    finally:
+        os.close(directory)
+    return images, dropped
+
+
+def _read_figure(directory: int, name: str) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        data = os.read(fd, MAX_FIGURE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if data.startswith(b"\x89PNG\r\n\x1a\n") else None
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -568,13 +603,14 @@ def run_fresh(request: dict[str, Any], protocol_fds: list[int], keep: set[int]) 
     clean = _kill_strays(keep)
     _drain(read_fd, capture, time.monotonic() + 0.5)
     os.close(read_fd)
-    images = _collect_figures()
+    images, dropped = _collect_figures()
     _reset_scratch()
     reply_status = _status_reply(wait_status, kind=kind)
     return {
         **reply_status,
         **capture.as_reply(),
         "images": images,
+        "images_dropped": dropped,
         "seconds": seconds,
         "clean": clean,
         "call_memory_mb": limits["call_memory_mb"],
@@ -768,10 +804,12 @@ class Session:
             self._discard()
         else:
             _read_pending(self.output_fd, capture)  # its end stays open: no EOF to wait for
+        images, dropped = _collect_figures()
         return {
             **reply_status,
             **capture.as_reply(),
-            "images": _collect_figures(),
+            "images": images,
+            "images_dropped": dropped,
             "seconds": seconds,
             "clean": clean,
             "call_memory_mb": request["limits"]["call_memory_mb"],
