@@ -257,6 +257,21 @@ WEATHER = function("get_weather", city="string")
 TOTAL = function("set_total", amount="integer")
 
 
+def run_agent(agent: Any, question: str, *, stream: bool) -> str:
+    """An ``openai-agents`` ``Agent``'s final output on ``question``, run to its end, streamed or not."""
+    from agents import Runner
+
+    async def go() -> str:
+        if not stream:
+            return (await Runner.run(agent, question)).final_output
+        result = Runner.run_streamed(agent, question)
+        async for _ in result.stream_events():
+            pass
+        return result.final_output
+
+    return asyncio.run(go())
+
+
 def sse_data_lines(lines: Iterator[str]) -> Iterator[str]:
     """The ``data:`` payloads of an SSE stream (comments and other fields skipped; one line per event)."""
     for line in lines:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import httpx
 import pytest
-from live_server import running_server, validate
+from live_server import run_agent, running_server, validate
 from scripted_backend import EOS, ScriptedBackend
 
 from agent_runtime.budget import Budget
@@ -92,7 +92,7 @@ def check_exchange(tokenizer, backend: ScriptedBackend, recorder: Recorder, weat
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_openai_agents_agent_calls_its_function_tool(tokenizer, stream):
-    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+    from agents import Agent, OpenAIChatCompletionsModel, function_tool, set_tracing_disabled
 
     set_tracing_disabled(True)  # no upload to OpenAI's trace service
     weather_calls: list[str] = []
@@ -108,15 +108,7 @@ def test_an_openai_agents_agent_calls_its_function_tool(tokenizer, stream):
         model = OpenAIChatCompletionsModel(model=MODEL, openai_client=recorder.client(base_url))
         agent = Agent(name="weather", instructions="Answer with the tools.", model=model, tools=[get_weather])
 
-        async def go() -> str:
-            if not stream:
-                return (await Runner.run(agent, "Compute 12 * 34, then the weather in Oslo.")).final_output
-            result = Runner.run_streamed(agent, "Compute 12 * 34, then the weather in Oslo.")
-            async for _ in result.stream_events():
-                pass
-            return result.final_output
-
-        final = asyncio.run(go())
+        final = run_agent(agent, "Compute 12 * 34, then the weather in Oslo.", stream=stream)
     assert final == "In Oslo it is 408 and drizzly."
     check_exchange(tokenizer, backend, recorder, weather_calls)
     assert all(r.get("stream", False) is stream for r in recorder.requests)

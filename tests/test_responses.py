@@ -9,7 +9,6 @@ trained tiny model then shows that a Responses request and a chat request run th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +28,7 @@ from live_server import (  # noqa: F401 - server_url is a fixture
     assert_error,
     fixture_tools,
     http_client,
+    run_agent,
     running_server,
     server_url,
 )
@@ -258,7 +258,7 @@ def test_the_stream_sends_a_function_calls_arguments(tokenizer):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_openai_agents_agent_on_the_responses_model(tokenizer, stream):
-    from agents import Agent, CodeInterpreterTool, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from agents import Agent, CodeInterpreterTool, OpenAIResponsesModel, function_tool, set_tracing_disabled
     from openai import AsyncOpenAI
 
     set_tracing_disabled(True)  # no upload to OpenAI's trace service
@@ -292,15 +292,7 @@ def test_an_openai_agents_agent_on_the_responses_model(tokenizer, stream):
                       model=OpenAIResponsesModel(model=MODEL, openai_client=client),
                       tools=[get_weather, CodeInterpreterTool(tool_config=CODE)])
 
-        async def go() -> str:
-            if not stream:
-                return (await Runner.run(agent, "Compute 12 * 34, then the weather in Oslo.")).final_output
-            result = Runner.run_streamed(agent, "Compute 12 * 34, then the weather in Oslo.")
-            async for _ in result.stream_events():
-                pass
-            return result.final_output
-
-        final = asyncio.run(go())
+        final = run_agent(agent, "Compute 12 * 34, then the weather in Oslo.", stream=stream)
     assert final == "In Oslo it is 408 and drizzly."
     assert weather_calls == ["Oslo"]
     assert checked.count("event" if stream else "response") >= 2
