@@ -60,11 +60,16 @@ def running_server(state: ServerState, *, startup_timeout: float = 60.0) -> Iter
 SANDBOX_PROBLEM = None if os.environ.get("CI") else bwrap.probe(SandboxLimits())
 
 
+# The sandbox's warm imports without matplotlib's (about 1 s more per pool start, and the tests start
+# many pools); tests of figures use the default, which preloads it.
+TEST_PRELOAD = ("numpy", "sympy")
+
+
 def fixture_tools(code: Any | None = None) -> ToolRegistry:
     """``code`` (the real bubblewrap sandbox unless another tool is given) and ``search`` over the fixture."""
     reg = ToolRegistry()
     if code is None:
-        code = CodeTool() if SANDBOX_PROBLEM is None else FunctionTool("code", run_python)
+        code = CodeTool(preload=TEST_PRELOAD) if SANDBOX_PROBLEM is None else FunctionTool("code", run_python)
     reg.register(code)
     reg.register(FunctionTool("search", fixture_search))
     return reg

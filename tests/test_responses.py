@@ -38,6 +38,7 @@ from scripted_backend import EOS, ScriptedBackend
 
 from agent_runtime.budget import Budget
 from agent_runtime.protocol import HERMES, TAPO, Protocol
+from agent_runtime.sandbox import CodeTool
 from agent_runtime.tools import FunctionTool, ToolRegistry
 from server.containers import Containers
 from server.response_store import ResponseStore, StoredResponse, owner_of
@@ -363,16 +364,23 @@ def test_a_generation_that_fails_mid_stream_ends_with_response_failed(tokenizer)
     ({"tool_choice": "none", "tools": [CODE]}, 200, None),
     ({"model": "other"}, 404, "model"),
 ])
-def test_bad_requests_get_openai_errors_naming_the_parameter(tokenizer, body, status, param):
-    if status == 200:  # a control: the same server answers a good request
+def test_bad_requests_get_openai_errors_naming_the_parameter(tokenizer, refusing, body, status, param):
+    if status == 200:  # a control: a server like it answers a good request
         with serving(tokenizer, ["<answer>Hi</answer>" + EOS]) as (http, _, backend):
             data = create(http, input="Hello?", **body)
         assert output_text(data) == "Hi" and "<code>" not in tokenizer.decode(backend.prompts[0])
         return
+    http, backend = refusing
+    r = http.post(RESPONSES, json={"model": MODEL, "input": "Hello?", **body})
+    assert_error(r, status, param=param)
+    assert backend.prompts == []  # refused before anything ran
+
+
+@pytest.fixture(scope="module")
+def refusing(tokenizer) -> Iterator[tuple[httpx.Client, ScriptedBackend]]:
+    """A server with no model turns to give: every request sent to it must be refused."""
     with serving(tokenizer, []) as (http, _, backend):
-        r = http.post(RESPONSES, json={"model": MODEL, "input": "Hello?", **body})
-        assert_error(r, status, param=param)
-        assert backend.prompts == []  # refused before anything ran
+        yield http, backend
 
 
 def test_web_search_on_a_server_without_search_is_refused(tokenizer):
@@ -644,7 +652,7 @@ def test_a_figure_the_code_draws_comes_back_as_an_image_output(tokenizer):
     pytest.importorskip("matplotlib")
     plot = "<code>import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nprint('drawn')</code>"
     turns = [plot, "<answer>drawn</answer>" + EOS] * 2
-    with serving(tokenizer, turns) as (http, _, _):
+    with serving(tokenizer, turns, tools=fixture_tools(CodeTool())) as (http, _, _):  # matplotlib preloaded
         data = create(http, input="Plot it.", tools=[CODE])
         chat = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [
             {"role": "user", "content": "Plot it."}]}).json()
