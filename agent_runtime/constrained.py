@@ -98,18 +98,21 @@ async def constrained_tokens(backend: Backend, ids: list[int], matcher: llguidan
             break
         if max_tokens - len(out) <= LANDING_TOKENS:
             allowed = (allowed & closers) or allowed
-        step = replace(params, max_tokens=1, stop=(), allowed_token_ids=allowed)
-        stream = backend.generate(ids + out, step)
-        try:
-            chunk = await anext(c async for c in stream if c.token_ids)
-        finally:
-            await stream.aclose()
-        token = chunk.token_ids[0]
+        token, logprob = await sample_among(backend, ids + out, params, allowed)
+        out.append(token)
+        logprobs.append(logprob)
         if not matcher.consume_token(token):  # an engine that ignored the constraint: stop constraining
             log.warning("the engine sampled token %d outside the allowed set; the call is left as it is", token)
-            out.append(token)
-            logprobs.append((chunk.logprobs or [None])[0])
             break
-        out.append(token)
-        logprobs.append((chunk.logprobs or [None])[0])
     return out, logprobs
+
+
+async def sample_among(backend: Backend, ids: list[int], params: SamplingParams,
+                       allowed: frozenset[int]) -> tuple[int, float | None]:
+    """One token after ``ids``, sampled only among ``allowed``, and its logprob."""
+    stream = backend.generate(ids, replace(params, max_tokens=1, stop=(), allowed_token_ids=allowed))
+    try:
+        chunk = await anext(c async for c in stream if c.token_ids)
+    finally:
+        await stream.aclose()
+    return chunk.token_ids[0], (chunk.logprobs or [None])[0]

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Sequence
 
 from agent_runtime.backends.base import Backend, GenerationChunk, PromptTooLongError, SamplingParams
 from agent_runtime.budget import Budget
-from agent_runtime.constrained import arguments_matcher, constrained_tokens
+from agent_runtime.constrained import arguments_matcher, constrained_tokens, sample_among
 from agent_runtime.detok import IncrementalDetokenizer
 from agent_runtime.events import Answer, Done, Event, Injected, Token, ToolCall, ToolResult
 from agent_runtime.functions import CallError, ForcedCall, Function, FunctionCall, builtin_functions, parse_call
@@ -365,13 +365,7 @@ async def _choose(backend: Backend, ids: list[int], choices: Sequence[str], toke
         if len(following) == 1:
             token, logprob = next(iter(following)), None
         else:
-            step = replace(params, max_tokens=1, stop=(), allowed_token_ids=following)
-            stream = backend.generate(ids + chosen, step)
-            try:
-                chunk = await anext(c async for c in stream if c.token_ids)
-            finally:
-                await stream.aclose()
-            token, logprob = chunk.token_ids[0], (chunk.logprobs or [None])[0]
+            token, logprob = await sample_among(backend, ids + chosen, params, following)
         chosen.append(token)
         logprobs.append(logprob)
         open_ = [i for i in open_ if options[i][position] == token]

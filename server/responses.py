@@ -111,15 +111,16 @@ def plan_response(req: ResponseRequest, state: ServerState, history: Sequence[Ch
         protocol = get_protocol(req.agent.protocol) if req.agent.protocol else state.protocol
     except ValueError as exc:
         raise bad_request(str(exc), "agent.protocol") from None
+    available = server_tools(state)
     try:
-        chat = chat_request(req, history, server_tools(state), function_calling=protocol.function_calling)
+        chat = chat_request(req, history, available, function_calling=protocol.function_calling)
         plan = plan_chat(chat, state)
     except APIError as exc:
         raise as_responses_error(exc) from None
     except ValidationError as exc:  # an input item whose values a chat message cannot hold
         raise bad_request(f"input: {exc.errors()[0]['msg']}", "input") from None
     response_id = f"resp_{uuid.uuid4().hex}"
-    mcp_server_of = {name: label for label, names in server_tools(state).mcp_servers.items() for name in names}
+    mcp_server_of = {name: label for label, names in available.mcp_servers.items() for name in names}
     items = ResponseItems(plan.protocol, response_id, container_id=f"cntr_{response_id[5:]}",
                           mcp_server_of=mcp_server_of)
     return ResponseRun(id=response_id, created_at=int(time.time()), request=req, plan=plan, items=items,
