@@ -187,3 +187,56 @@ def test_both_samplers_keep_to_the_allowed_tokens_and_renormalise_over_them():
     expected = 1.0 - math.log(math.exp(1.0) + math.exp(0.5))
     for token, logprob in (sample_token(logits, greedy, rng), sample_token_torch(torch.from_numpy(logits), greedy, None)):
         assert token == 1 and logprob == pytest.approx(expected, abs=1e-5)
+
+
+async def test_prompts_fed_together_give_the_logprobs_each_gives_alone():
+    """Two trajectories continue after tool outputs of different lengths while a new prompt arrives: all
+    three are fed in one left-padded forward, and each one's logprobs equal a plain forward over it."""
+    model, tokenizer = random_model("llama"), word_tokenizer()
+    backend = TransformersBackend(model, tokenizer, max_slots=4, batch_window_s=0.05)
+    try:
+        first = [list(range(10, 40)), list(range(40, 52))]
+        parked = [p + (await generate(backend, p, SamplingParams(max_tokens=4, temperature=0)))[0] for p in first]
+        prompts = [parked[0] + [7, 8, 9, 10, 11], parked[1] + [12, 13], [20 + i for i in range(8)]]
+        before = dict(backend.stats)
+        results = await asyncio.gather(*(generate(backend, p, SamplingParams(max_tokens=6, temperature=0)) for p in prompts))
+        assert backend.stats["reused_tokens"] - before["reused_tokens"] == len(parked[0]) - 1 + len(parked[1]) - 1
+        for prompt, (ids, logprobs, _) in zip(prompts, results):
+            assert_teacher_forced_logprobs(model, prompt, ids, logprobs)
+    finally:
+        await backend.aclose()
+
+
+def test_prompts_are_grouped_by_length_with_bounded_padding():
+    from agent_runtime.backends.transformers_engine import prefill_groups
+
+    groups = prefill_groups([30, 5, 28, 6, 400, 31], max_columns=4096)
+    assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4, 5]
+    assert [1, 3] in groups and [2, 0, 5] in groups and [4] in groups  # short with short, long alone
+    lengths = [50] * 100
+    assert all(len(g) * 50 <= 1000 for g in prefill_groups(lengths, max_columns=1000))
+
+
+def test_the_batched_sampler_draws_each_row_as_alone_and_from_its_distribution():
+    from agent_runtime.backends.transformers_engine import sample_rows_torch
+
+    vocab = 50_000
+    logits = torch.full((3, vocab), -4.0)
+    logits[:, :4] = torch.tensor([4.0, 3.5, 3.0, 1.0])  # a peaked distribution over a large vocabulary
+    params = [SamplingParams(temperature=0.0), SamplingParams(temperature=1.0),
+              SamplingParams(temperature=0.7, top_p=0.9)]
+    for seed in range(5):
+        together = sample_rows_torch(logits, params, [None] + [torch.Generator().manual_seed(seed) for _ in range(2)])
+        alone = [sample_rows_torch(logits[i : i + 1], [params[i]], [None if i == 0 else torch.Generator().manual_seed(seed)])[0]
+                 for i in range(3)]
+        assert [t for t, _ in together] == [t for t, _ in alone]
+        assert [lp for _, lp in together] == pytest.approx([lp for _, lp in alone], abs=1e-6)
+    probs = torch.softmax(logits[2] / 0.7, dim=-1)
+    order = torch.argsort(probs, descending=True)
+    nucleus = order[: int((torch.cumsum(probs[order], 0) < 0.9).sum()) + 1].tolist()
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_rows_torch(logits[2:], [params[2]], [generator])[0][0] for _ in range(3000)]
+    assert set(draws) <= set(nucleus)
+    kept = probs[nucleus] / probs[nucleus].sum()
+    for token, p in zip(nucleus, kept.tolist()):
+        assert draws.count(token) / len(draws) == pytest.approx(p, abs=0.03)

@@ -4,20 +4,27 @@ Hugging Face's ``StaticCache`` writes every row of a batch at one offset, and ``
 grows all rows together, so neither can batch trajectories of different lengths without
 re-prefilling. Here each slot is a preallocated row; a forward pass names the slots it runs on
 and where each writes, and the caller passes the matching 4D mask itself.
+
+Several prompts go through one forward left-padded to a common width, so that every row's last
+token sits in the last column (the only logits computed). Padding columns write their keys and values
+to a trash position past the end of every slot, which no forward reads, and attend to position 0 only.
 """
 
 from __future__ import annotations
+
+import mmap
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 
 class _Plan:
-    """What the next forward pass writes: which slots, from which position, and how far to attend."""
+    """What the next forward pass writes: which slots, where each column goes, and how far to attend."""
 
     def __init__(self) -> None:
         self.slots = torch.zeros(0, dtype=torch.long)
-        self.positions = torch.zeros(0, dtype=torch.long)
+        self.slot_of_column = torch.zeros(0, 1, dtype=torch.long)  # (B, width): the row's slot
+        self.write_at = torch.zeros(0, 1, dtype=torch.long)  # (B, width): the position each column writes
         self.contiguous_from: int | None = None  # slots are range(n, n + B): attend through a view
         self.kv_len = 0
 
@@ -35,14 +42,9 @@ class SlotLayer(CacheLayerMixin):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         plan = self.plan
-        q_len = key_states.shape[2]
-        if q_len == 1:
-            self.keys[plan.slots, :, plan.positions] = key_states[:, :, 0]
-            self.values[plan.slots, :, plan.positions] = value_states[:, :, 0]
-        else:  # prefill runs one row at a time
-            slot, pos = int(plan.slots[0]), int(plan.positions[0])
-            self.keys[slot, :, pos : pos + q_len] = key_states[0]
-            self.values[slot, :, pos : pos + q_len] = value_states[0]
+        # Advanced indices around a slice put their dimensions first: (B, width, heads, head_dim).
+        self.keys[plan.slot_of_column, :, plan.write_at] = key_states.transpose(1, 2)
+        self.values[plan.slot_of_column, :, plan.write_at] = value_states.transpose(1, 2)
         if plan.contiguous_from is not None:
             rows = slice(plan.contiguous_from, plan.contiguous_from + key_states.shape[0])
             return self.keys[rows, :, : plan.kv_len], self.values[rows, :, : plan.kv_len]
@@ -55,13 +57,13 @@ class SlotLayer(CacheLayerMixin):
         return self.plan.kv_len
 
     def get_max_length(self) -> int:
-        return self.keys.shape[2]
+        return self.keys.shape[2] - 1  # the last position is the padding's trash
 
 
 class SlotCache(Cache):
     """``num_slots`` rows of ``max_len`` positions for every attention layer.
 
-    ``torch.empty`` reserves address space only: memory is committed as positions are written.
+    Memory is committed as positions are written (see :func:`_zeros`).
     """
 
     def __init__(self, config, num_slots: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -69,37 +71,45 @@ class SlotCache(Cache):
         n_kv = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
         head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
         self.plan = _Plan()
-        shape = (num_slots, n_kv, max_len, head_dim)
+        shape = (num_slots, n_kv, max_len + 1, head_dim)  # position max_len: where padding writes
         layers = [
-            SlotLayer(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device), self.plan)
+            SlotLayer(_zeros(shape, dtype, device), _zeros(shape, dtype, device), self.plan)
             for _ in range(text_config.num_hidden_layers)
         ]
         super().__init__(layers=layers)
         self.num_slots, self.max_len = num_slots, max_len
-        # Masked positions still enter ``weights @ values``: 0 * NaN is NaN, so every position a
-        # forward can read must hold a finite number. Zero each slot lazily, up to this mark.
-        self._zeroed = [0] * num_slots
 
-    def set_plan(self, slots: list[int], positions: list[int], q_len: int, device: torch.device) -> torch.Tensor:
-        """Prepare the next forward; returns its boolean attention mask ``(B, 1, q_len, kv_len)``."""
+    def set_plan(self, slots: list[int], starts: list[int], lengths: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepare the next forward: row ``b`` writes ``lengths[b]`` tokens into slot ``slots[b]`` from
+        position ``starts[b]``, right-aligned in ``max(lengths)`` columns. Returns the boolean attention
+        mask ``(B, 1, width, kv_len)`` and the position ids ``(B, width)``."""
         plan = self.plan
+        width = max(lengths)
+        starts_t = torch.tensor(starts, dtype=torch.long, device=device).view(-1, 1)
+        pads = width - torch.tensor(lengths, dtype=torch.long, device=device).view(-1, 1)
+        column = torch.arange(width, device=device).view(1, -1)
+        positions = starts_t + column - pads
+        real = column >= pads
         plan.slots = torch.tensor(slots, dtype=torch.long, device=device)
-        plan.positions = torch.tensor(positions, dtype=torch.long, device=device)
-        plan.kv_len = max(positions) + q_len
-        self._zero_until(slots, plan.kv_len)
+        plan.slot_of_column = plan.slots.view(-1, 1).expand(-1, width)
+        plan.write_at = torch.where(real, positions, self.max_len)
+        plan.kv_len = max(s + n for s, n in zip(starts, lengths))
         first = slots[0]
         plan.contiguous_from = first if slots == list(range(first, first + len(slots))) else None
-        # Row b, query i sits at positions[b] + i and sees every position up to and including itself.
+        # A real column sees every position up to and including its own; a padding column sees
+        # position 0 only (finite, so its row stays finite, and what it computes goes to the trash).
         kv = torch.arange(plan.kv_len, device=device).view(1, 1, 1, -1)
-        q = (plan.positions.view(-1, 1, 1, 1) + torch.arange(q_len, device=device).view(1, 1, -1, 1))
-        return kv <= q
+        sees = torch.where(real, positions, 0).view(len(slots), 1, width, 1)
+        return kv <= sees, torch.where(real, positions, 0)
 
-    def _zero_until(self, slots: list[int], kv_len: int) -> None:
-        for slot in slots:
-            start = self._zeroed[slot]
-            if start < kv_len:
-                end = min(self.max_len, max(kv_len, start + 256))
-                for layer in self.layers:
-                    layer.keys[slot, :, start:end] = 0
-                    layer.values[slot, :, start:end] = 0
-                self._zeroed[slot] = end
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros that cost nothing until written. Masked positions still enter ``weights @ values`` and
+    0 * NaN is NaN, so every position a forward can read must hold a finite number. On the CPU, a
+    private anonymous mapping: the kernel zero-fills its 4 KiB pages as they are first written (numpy's
+    and torch's allocators ask for 2 MiB pages, each zero-filled whole at its first write)."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    size = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(pages, dtype=torch.uint8).view(dtype).view(shape)

@@ -7,7 +7,8 @@ those generating share the matrix multiplies. A finished request leaves its slot
 the next request whose prompt extends it (the same trajectory after a tool call) feeds only the new
 tokens. An engine supplies the forward pass (:meth:`SlotEngine._forward_rows`) and, where its cache
 needs it, :meth:`SlotEngine._truncate_slot`; everything else lives here, once. Sampling defaults to
-:func:`sample_token` on numpy logits; an engine may sample its own way (:meth:`SlotEngine._sample`).
+:func:`sample_token` on numpy logits, row by row; an engine may sample its own way, a step's rows at
+once (:meth:`SlotEngine._sample_rows`).
 """
 
 from __future__ import annotations
@@ -144,16 +145,16 @@ class SlotEngine:
 
     def _forward_rows(self, rows: list[Row]) -> Any:
         """Write each row's tokens into its slot; the logits after each row's last token, one row each
-        (``result[i]`` is what :meth:`_sample` reads for ``rows[i]``)."""
+        (``result[i]`` is what :meth:`_sample_rows` reads for ``rows[i]``)."""
         raise NotImplementedError
 
     def _new_rng(self, seed: int) -> Any:
         """The random generator of one sampled request."""
         return np.random.default_rng(seed)
 
-    def _sample(self, logits: Any, params: SamplingParams, rng: Any) -> tuple[int, float]:
-        """The next token from one row of :meth:`_forward_rows`'s logits, and its logprob."""
-        return sample_token(logits, params, rng)
+    def _sample_rows(self, logits: Any, params: list[SamplingParams], rngs: list[Any]) -> list[tuple[int, float]]:
+        """The next token of each row of :meth:`_forward_rows`'s logits, and its logprob."""
+        return [sample_token(row, p, rng) for row, p, rng in zip(logits, params, rngs)]
 
     def _truncate_slot(self, slot: int, keep: int) -> None:
         """Forget the slot's cache from position ``keep`` on (engines that overwrite in place need not)."""
@@ -241,11 +242,11 @@ class SlotEngine:
                 self._admit(req)
                 started.append(req)
             # A prompt of one new token (a trajectory's next turn) joins the batched decode step;
-            # longer prompts are fed first, each as its own row.
+            # longer prompts are fed first, together (the engine groups them as its forward prefers).
             prefills = [r for r in started if len(r.feed) > 1]
             decodes = active + [r for r in started if len(r.feed) == 1]
-            for req in prefills:
-                self._step([req])
+            if prefills:
+                self._step(prefills)
             decodes += [r for r in prefills if r.slot is not None]
             if decodes:
                 self._step(decodes, decode=True)
@@ -258,16 +259,25 @@ class SlotEngine:
         try:
             logits = self._forward_rows(rows)
         except Exception as exc:  # these requests fail; the engine and the others go on
+            if not decode and len(requests) > 1:
+                for req in requests:  # prompts fed together: only the one that cannot be fed fails
+                    self._step([req])
+                return
             self._fail(requests, exc)
             return
         if decode:
             self.stats["decode_steps"] += 1
             self.stats["decode_rows"] += len(requests)
+        try:
+            samples = self._sample_rows(logits, [r.params for r in requests], [r.rng for r in requests])
+        except Exception:  # sampled again row by row below, so that only the request at fault fails
+            samples = None
         for i, req in enumerate(requests):
             req.slot.ids.extend(req.feed)
             req.feed = []
             try:
-                self._emit(req, logits[i])
+                token, logprob = samples[i] if samples else self._sample_rows(logits[i : i + 1], [req.params], [req.rng])[0]
+                self._emit(req, token, logprob)
             except Exception as exc:  # a sampling error fails this request only
                 self._fail([req], exc)
 
@@ -331,9 +341,8 @@ class SlotEngine:
                 self._truncate_slot(req.slot.index, 0)
             req.slot = None
 
-    def _emit(self, req: _Request, logits: np.ndarray) -> None:
-        """Sample the next token of ``req``, deliver it, and finish the request if it is done."""
-        token, logprob = self._sample(logits, req.params, req.rng)
+    def _emit(self, req: _Request, token: int, logprob: float) -> None:
+        """Deliver the next token of ``req``, and finish the request if it is done."""
         req.generated += 1
         delta = req.detok.add([token])
         req.text += delta
