@@ -235,8 +235,8 @@ def test_the_batched_sampler_draws_each_row_as_alone_and_from_its_distribution()
     order = torch.argsort(probs, descending=True)
     nucleus = order[: int((torch.cumsum(probs[order], 0) < 0.9).sum()) + 1].tolist()
     generator = torch.Generator().manual_seed(0)
-    draws = [sample_rows_torch(logits[2:], [params[2]], [generator])[0][0] for _ in range(3000)]
+    draws = [sample_rows_torch(logits[2:], [params[2]], [generator])[0][0] for _ in range(1000)]
     assert set(draws) <= set(nucleus)
     kept = probs[nucleus] / probs[nucleus].sum()
     for token, p in zip(nucleus, kept.tolist()):
-        assert draws.count(token) / len(draws) == pytest.approx(p, abs=0.03)
+        assert draws.count(token) / len(draws) == pytest.approx(p, abs=0.05)
