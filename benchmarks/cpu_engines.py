@@ -1,11 +1,11 @@
 """CPU engines side by side on the default model: our transformers engine (fp32), padded ``generate``,
 our llama.cpp engine, bare llama-cpp-python.
 
-    python benchmarks/cpu_engines.py [--type q8_0] [--tokens 128] [--only transformers] [--json OUT]
+    python benchmarks/cpu_engines.py [--type q8_0] [--tokens 128] [--runs 3] [--only transformers] [--json OUT]
 
 The default model (the demo agent: SmolLM2-135M-Instruct plus its LoRA adapter) is exported once to a
 GGUF file (``--type``), which both llama.cpp columns load; transformers runs the same merged weights
-in fp32. Every figure is taken in this one process, one engine at a time, with the others idle:
+in fp32. Each engine runs in a process of its own, one after another:
 
 - decode tokens/s at batch 1 (greedy; the time after the first token, over the tokens after it);
 - aggregate tokens/s with 8 and 32 concurrent streams (sampled, T=1, distinct seeds; all tokens of
@@ -29,7 +29,11 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from agent_runtime.backends.base import SamplingParams
@@ -253,43 +257,73 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> dict:
+async def measure_engine(engine: str, args: argparse.Namespace) -> dict[str, dict]:
+    """The columns of one engine, measured in this process."""
     model = resolve_model(None)
-    gguf = str(exported_gguf_path(model, args.type))
-    tools = default_tools(search_backend="bm25")
     results: dict[str, dict] = {}
+    if engine == "bare":
+        from agent_runtime.models.resolve import load_tokenizer
+
+        gguf = str(exported_gguf_path(model, args.type))
+        results[f"bare llama-cpp-python {args.type}"] = measure_bare(gguf, load_tokenizer(model), args.tokens,
+                                                                     args.repeats, args.context)
+        return results
+    tools = default_tools(search_backend="bm25")
+    await tools.astart()  # the sandbox workers warm up before any timing, not during it
     try:
-        transformers = TransformersBackend.from_pretrained(model, max_slots=32, context_length=args.context)
+        if engine == "transformers":
+            backend = TransformersBackend.from_pretrained(model, max_slots=32, context_length=args.context)
+        else:
+            backend = LlamaCppBackend.from_pretrained(model, gguf_type=args.type, max_slots=32, context_length=args.context)
         try:
-            results["transformers fp32"] = await measure_ours(transformers, transformers.tokenizer, tools, args.tokens, args.repeats)
-            results["padded generate fp32"] = measure_generate(transformers.model, transformers.tokenizer, args.tokens, args.repeats)
+            name = "transformers fp32" if engine == "transformers" else f"ours llamacpp {args.type}"
+            results[name] = await measure_ours(backend, backend.tokenizer, tools, args.tokens, args.repeats)
+            if engine == "transformers":
+                results["padded generate fp32"] = measure_generate(backend.model, backend.tokenizer, args.tokens, args.repeats)
         finally:
-            await transformers.aclose()
-        del transformers
-        if args.only == "transformers":
-            return results
-        ours = LlamaCppBackend.from_pretrained(model, gguf_type=args.type, max_slots=32, context_length=args.context)
-        try:
-            results[f"ours llamacpp {args.type}"] = await measure_ours(ours, ours.tokenizer, tools, args.tokens, args.repeats)
-            tokenizer = ours.tokenizer
-        finally:
-            await ours.aclose()
-        results[f"bare llama-cpp-python {args.type}"] = measure_bare(gguf, tokenizer, args.tokens, args.repeats, args.context)
+            await backend.aclose()
     finally:
         await tools.aclose()
     return results
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, dict]:
+    """Each engine in a process of its own (llama.cpp decodes at half speed for a while in a process
+    where torch has just been busy), the engines interleaved ``--runs`` times; each figure is the
+    median of its runs, since one run on these shared machines can be off by a third."""
+    exported_gguf_path(resolve_model(None), args.type)  # export once, before any timing
+    engines = ["transformers"] if args.only == "transformers" else ["transformers", "llamacpp", "bare"]
+    runs: list[dict[str, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            runs.append({})
+            for engine in engines:
+                out = Path(tmp) / f"{engine}-{run}.json"
+                command = [sys.executable, __file__, "--engine", engine, "--json", str(out), "--type", args.type,
+                           "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--context", str(args.context)]
+                subprocess.run(command, check=True)
+                runs[-1].update(json.loads(out.read_text())["results"])
+    return {column: {key: statistics.median(r[column][key] for r in runs) if isinstance(value, float) else value
+                     for key, value in figures.items()}
+            for column, figures in runs[0].items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--type", default="q8_0", choices=("f32", "f16", "q8_0"), help="the GGUF export's tensor type")
     p.add_argument("--tokens", type=int, default=128, help="new tokens at batch 1 (half that per stream)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="batch-1 and first-token measurements in each run")
+    p.add_argument("--runs", type=int, default=3, help="runs of every engine, interleaved; figures are medians")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--only", choices=("transformers",), help="only our transformers engine and padded generate")
+    p.add_argument("--engine", choices=("transformers", "llamacpp", "bare"), help=argparse.SUPPRESS)  # one column set
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
-    results = asyncio.run(main_async(args))
+    if args.engine:
+        results = asyncio.run(measure_engine(args.engine, args))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        return
+    results = measure_all(args)
     print(table(results))
     hf, generate = results["transformers fp32"], results["padded generate fp32"]
     for n, target in ((8, 1.2), (32, 1.5)):
