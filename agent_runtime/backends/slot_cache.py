@@ -98,9 +98,9 @@ class SlotCache(Cache):
         plan.contiguous_from = first if slots == list(range(first, first + len(slots))) else None
         # A real column sees every position up to and including its own; a padding column sees
         # position 0 only (finite, so its row stays finite, and what it computes goes to the trash).
+        position_ids = torch.where(real, positions, 0)
         kv = torch.arange(plan.kv_len, device=device).view(1, 1, 1, -1)
-        sees = torch.where(real, positions, 0).view(len(slots), 1, width, 1)
-        return kv <= sees, torch.where(real, positions, 0)
+        return kv <= position_ids.view(len(slots), 1, width, 1), position_ids
 
 
 def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
