@@ -59,7 +59,7 @@ fixtures: setup
 	TQDM_MININTERVAL=10 $(PY) -c "from agent_runtime.models.tiny_functions import tiny_functions_model_path as p; print(p(progress=True))"
 
 test: setup test-deps fixtures
-	TQDM_MININTERVAL=10 $(PY) -m pytest -q -p no:cacheprovider
+	TQDM_MININTERVAL=10 $(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 # The demo agent's recipe on CPU (EVAL.md, run 5): tasks and gold trajectories, then SFT of a LoRA
 # adapter (r 32) in two stages: 180 steps from the base, then, from its float16 copy, a 300-step

@@ -132,9 +132,16 @@ async def test_bm25_searches_run_off_the_event_loop(bm25_index):
     assert threads and loop_thread not in threads
 
 
+def test_auto_keeps_numpy_for_a_small_index_and_compiles_nothing(bm25_index):
+    backend = Bm25Backend.load(bm25_index, engine="auto")
+    assert backend.engine == "numpy"
+    assert not backend.wait_until_fast(timeout=1)  # and it does not switch later
+    assert backend.search_sync("harbor bridge 1932", 1)[0].title == "Harbor Bridge"
+
+
 def test_bm25_numba_engine_takes_over_with_identical_results(bm25_index):
     pytest.importorskip("numba")
-    backend = Bm25Backend.load(bm25_index, engine="auto")
+    backend = Bm25Backend.load(bm25_index, engine="numba")
     queries = ["harbor bridge 1932", "nobel physics chemistry", "filler7 filler8 filler9 filler10"]
     before = [backend.search_sync(q, 5) for q in queries]  # served by numpy while numba compiles
     assert backend.wait_until_fast(timeout=60), "numba never finished compiling"

@@ -11,9 +11,11 @@ The setting is stored in the index so queries are tokenized as the documents wer
 ``stopwords=None`` for corpora that are not English (the pinned benchmark corpus is built that way).
 
 Retrieval engine: bm25s's numba backend is several times faster at 1M docs (p50 3.3 ms vs 11.8 ms,
-p95 8.6 vs 57 ms here) but JIT-compiles for about 8 s on first use in each process. ``engine="auto"``
-therefore serves queries with the numpy engine while numba compiles in a background thread, then
-switches; one-shot uses (the CLI) pass ``engine="numpy"``.
+p95 8.6 vs 57 ms here) but JIT-compiles for about 8 s on first use in each process (18 CPU-seconds
+on 2 cores, taken from the model loading beside it). ``engine="auto"`` therefore keeps numpy for
+indexes under ``NUMBA_MIN_DOCS`` documents (the demo encyclopedia's 697 answer in well under a
+millisecond); on larger ones it serves queries with numpy while numba compiles in a background
+thread, then switches. One-shot uses (the CLI) pass ``engine="numpy"``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ DOCS_FILE = "corpus.jsonl"  # bm25s's default corpus file name
 INDEX_FORMAT = 1
 
 Engine = Literal["auto", "numpy", "numba"]
+NUMBA_MIN_DOCS = 100_000  # auto: below this, numpy answers in about a millisecond and nothing compiles
 
 # BM25 scoring is CPU-bound: more threads than cores only queue; a pool of our own keeps queries from
 # starving (or being starved by) other users of asyncio's default executor.
@@ -118,7 +121,7 @@ class Bm25Backend:
         self._docs = docs
         self._docs_lock = threading.Lock()  # JsonlCorpus seeks one shared mmap: not thread-safe
         self.fast = threading.Event()  # set once the numba engine is compiled and in use
-        if _resolve_engine(engine) == "numba":
+        if _resolve_engine(engine, info.num_docs) == "numba":
             threading.Thread(target=self._switch_to_numba, name="bm25-numba-warmup", daemon=True).start()
 
     @classmethod
@@ -166,10 +169,10 @@ class Bm25Backend:
         self.fast.set()
 
 
-def _resolve_engine(engine: Engine) -> str:
+def _resolve_engine(engine: Engine, num_docs: int) -> str:
     if engine not in ("auto", "numpy", "numba"):
         raise SearchConfigError(f"unknown BM25 engine {engine!r}: use auto, numpy or numba")
-    if engine == "numpy":
+    if engine == "numpy" or (engine == "auto" and num_docs < NUMBA_MIN_DOCS):
         return "numpy"
     try:
         import numba  # noqa: F401
