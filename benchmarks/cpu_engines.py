@@ -278,10 +278,16 @@ async def measure_engine(engine: str, args: argparse.Namespace) -> dict[str, dic
         try:
             name = "transformers fp32" if engine == "transformers" else f"ours llamacpp {args.type}"
             results[name] = await measure_ours(backend, backend.tokenizer, tools, args.tokens, args.repeats)
-            if engine == "transformers":
-                results["padded generate fp32"] = measure_generate(backend.model, backend.tokenizer, args.tokens, args.repeats)
         finally:
             await backend.aclose()
+        if engine == "transformers":
+            # A model of its own: the engine's layers run packed weights (packed_linear) in inference mode.
+            import torch
+
+            from agent_runtime.models.resolve import load_causal_lm
+
+            plain, tokenizer = load_causal_lm(model, dtype=torch.float32, attn_implementation="sdpa")
+            results["padded generate fp32"] = measure_generate(plain, tokenizer, args.tokens, args.repeats)
     finally:
         await tools.aclose()
     return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from agent_runtime.backends.base import SamplingParams
+from agent_runtime.backends.packed_linear import PackedLinears, packing_available
 from agent_runtime.backends.transformers_engine import TransformersBackend
 
 VOCAB = 96
@@ -240,3 +242,30 @@ def test_the_batched_sampler_draws_each_row_as_alone_and_from_its_distribution()
     kept = probs[nucleus] / probs[nucleus].sum()
     for token, p in zip(nucleus, kept.tolist()):
         assert draws.count(token) / len(draws) == pytest.approx(p, abs=0.05)
+
+
+# --- packed weights ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not packing_available(), reason="this torch has no oneDNN")
+def test_packed_linears_serve_inference_and_follow_every_weight_update() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(576, 512), torch.nn.ReLU(), torch.nn.Linear(512, 576, bias=False))
+    reference = copy.deepcopy(model)
+    PackedLinears(model)
+    x = torch.randn(8, 576)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-4)
+    # outside inference mode (a trainer's forward and backward) the layers are the plain ones, bit for bit
+    out = model(x)
+    assert torch.equal(out, reference(x))
+    out.sum().backward()
+    assert model[0].weight.grad is not None
+    # an optimizer step changes the weights in place: the next inference forward sees the new ones
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    reference.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-4)
+    model[2].weight = torch.nn.Parameter(torch.zeros(576, 512))  # a new tensor altogether
+    with torch.inference_mode():
+        assert torch.count_nonzero(model(x)) == 0

@@ -14,6 +14,7 @@ import torch
 
 from agent_runtime.backends.base import SamplingParams
 from agent_runtime.backends.finish import eos_ids_of
+from agent_runtime.backends.packed_linear import PackedLinears, packing_available
 from agent_runtime.backends.slot_cache import SlotCache
 from agent_runtime.backends.slot_engine import GREEDY_BELOW, Row, SlotEngine
 from agent_runtime.models.forward_args import cache_keyword
@@ -117,6 +118,8 @@ class TransformersBackend(SlotEngine):
             name=name or getattr(model.config, "_name_or_path", "") or "model",
         )
         self._cache = SlotCache(model.config, max_slots, self.context_length, next(model.parameters()).dtype, self.device)
+        if self.device.type == "cpu" and packing_available():
+            PackedLinears(model)  # the decode steps' matrix products, about 2x faster at 8 rows
         self._start()
 
     @classmethod
