@@ -83,6 +83,28 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_source_repeats_weight_the_train_set_by_family(tiny_path) -> None:
+    from transformers import AutoTokenizer
+
+    from agent_runtime.protocol import get_protocol
+    from training.data import DataError
+    from training.tapo import build_dataset
+
+    train = ROOT / "configs" / "data" / "fixture-train.jsonl"
+    kwargs = dict(tokenizer=AutoTokenizer.from_pretrained(tiny_path), protocol=get_protocol("tapo"),
+                  tool_names=("search", "code"), max_prompt_tokens=512)
+    plain = build_dataset(str(train), "train", None, **kwargs)
+    weighted = build_dataset(str(train), "train", None, source_repeats={"demo_arith": 3}, **kwargs)
+    count = lambda ds, src: sum(1 for s in ds["data_source"] if s == src)  # noqa: E731
+    assert count(plain, "demo_arith") > 0
+    assert count(weighted, "demo_arith") == 3 * count(plain, "demo_arith")
+    assert count(weighted, "demo_search") == count(plain, "demo_search")
+    with pytest.raises(DataError, match="demo_arihm"):  # a misspelt family is not silently ignored
+        build_dataset(str(train), "train", None, source_repeats={"demo_arihm": 2}, **kwargs)
+    with pytest.raises(ConfigError, match="repeats must be at least 1"):
+        load_config(TINY_CPU, ["data.source_repeats={demo_arith: 0}"])
+
+
 # --- pure pieces ------------------------------------------------------------------------------
 
 

@@ -57,10 +57,12 @@ def make_budget(cfg: TapoConfig) -> Any:
 
 
 def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any, protocol: Any,
-                  tool_names: tuple[str, ...], max_prompt_tokens: int) -> Any:
+                  tool_names: tuple[str, ...], max_prompt_tokens: int,
+                  source_repeats: dict[str, int] | None = None) -> Any:
     """Task rows as a ``datasets.Dataset`` with TRL's ``prompt`` column plus ``id``, ``question``,
     ``gold`` and ``data_source`` for the rewards and the dumps. Prompts longer than
-    ``max_prompt_tokens`` are left out (as verl's ``filter_overlong_prompts``), with a count in the log."""
+    ``max_prompt_tokens`` are left out (as verl's ``filter_overlong_prompts``), with a count in the log.
+    Rows whose ``data_source`` is in ``source_repeats`` appear that many times (the sampler shuffles)."""
     import datasets
 
     from agent_runtime.prompts import protocol_messages
@@ -89,6 +91,11 @@ def build_dataset(source: str, split: str, limit: int | None, *, tokenizer: Any,
                     source, too_long, len(rows), max_prompt_tokens)
     if not records:
         raise DataError(f"{source}: no rows left with a prompt of at most {max_prompt_tokens} tokens")
+    repeats = source_repeats or {}
+    unknown = sorted(set(repeats) - {r["data_source"] for r in records})
+    if unknown:
+        raise DataError(f"{source}: data.source_repeats names sources with no rows: {', '.join(unknown)}")
+    records = [r for r in records for _ in range(repeats.get(r["data_source"], 1))]
     return datasets.Dataset.from_list(records)
 
 
@@ -225,7 +232,8 @@ def build_trainer(cfg: TapoConfig, output_dir: Path) -> Any:
     model, tokenizer = load_model(cfg)
     dataset_kwargs = dict(tokenizer=tokenizer, protocol=protocol, tool_names=tool_names,
                           max_prompt_tokens=cfg.data.max_prompt_tokens)
-    train_set = build_dataset(cfg.data.train, cfg.data.train_split, cfg.data.train_limit, **dataset_kwargs)
+    train_set = build_dataset(cfg.data.train, cfg.data.train_split, cfg.data.train_limit,
+                              source_repeats=cfg.data.source_repeats, **dataset_kwargs)
     dev_set = (build_dataset(cfg.data.dev, cfg.data.dev_split, cfg.data.dev_limit, **dataset_kwargs)
                if cfg.data.dev else None)
     rollout = AgentRollout(_backend_factory(cfg), tools, protocol, make_budget(cfg), temperature=args.temperature,
