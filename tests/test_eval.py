@@ -426,10 +426,11 @@ def test_mcnemar_exact_matches_the_binomial_test():
 def test_eval_report_pairs_two_runs_question_by_question(tmp_path):
     from training.eval_report import main as report_main
 
-    def run(name: str, right: list[int]) -> Path:
+    def run(name: str, right: list[int], tools: list[int]) -> Path:
         d = tmp_path / name
         d.mkdir()
-        rows = [{"id": f"eval-{i}", "correct": float(i in right)} for i in range(20)]
+        rows = [{"id": f"eval-{i}", "correct": float(i in right), "data_source": "demo_direct" if i < 10 else "demo_arith",
+                 "tool_steps": [{"name": "search"}] if i in tools else []} for i in range(20)]
         (d / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (d / "summary.json").write_text(json.dumps({
             "accuracy": {"overall": len(right) / 20, "by_data_source": {}},
@@ -437,9 +438,13 @@ def test_eval_report_pairs_two_runs_question_by_question(tmp_path):
             "format_error_rate": 0.0}))
         return d
 
-    a, b = run("a", [0, 1, 2, 3]), run("b", [0, 1, 4, 5, 6, 7, 8, 9, 10, 11])
+    # A searches on eight direct questions and B on none; both compute every arithmetic one
+    a = run("a", [0, 1, 2, 3], tools=[*range(8), *range(10, 20)])
+    b = run("b", [0, 1, 4, 5, 6, 7, 8, 9, 10, 11], tools=list(range(10, 20)))
     out = _stdout_of(["--eval", f"A={a}", "--eval", f"B={b}", "--compare", "A:B"], report_main)
     assert "| A | B | 20 | 2 | 8 | 0.109 |" in out
+    assert "| A | B | 20 | 8 | 0 | 0.00781 |" in out  # tool use, all questions
+    assert "| A | B (demo_direct) | 10 | 8 | 0 | 0.00781 |" in out and "| A | B (demo_arith) | 10 | 0 | 0 | 1 |" in out
     assert report_main(["--eval", f"A={a}", "--compare", "A:C"]) == 2
 
 

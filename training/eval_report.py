@@ -96,28 +96,41 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def correct_by_id(run: Path) -> dict[str, bool]:
-    """Right or wrong per question of a `tapo eval` run (``DIR/trajectories.jsonl``), by record id."""
+def records_by_id(run: Path) -> dict[str, dict[str, Any]]:
+    """The records of a `tapo eval` run (``DIR/trajectories.jsonl``), by record id."""
     out = {}
     for where, record in iter_json_lines(run / "trajectories.jsonl"):
         if not isinstance(record, dict) or "id" not in record or "correct" not in record:
             raise DataError(f"{where}: not a tapo eval record (needs id and correct)")
-        out[str(record["id"])] = bool(record["correct"])
+        out[str(record["id"])] = record
     return out
 
 
 def paired_table(pairs: list[tuple[str, Path, str, Path]]) -> str:
-    """One row per ``(A, B)``: questions right only in A, right only in B, and McNemar's p."""
+    """One row per ``(A, B)``: questions right only in A, right only in B, and McNemar's p; then the
+    same test on tool use (a question answered with at least one tool call), overall and by family,
+    which says whether one model calls tools on fewer questions."""
     lines = ["| A | B | questions | right only in A | right only in B | p (exact McNemar) |",
              "|---|---|---|---|---|---|"]
+    tool_lines = ["| A | B | questions | a tool called only in A | only in B | p (exact McNemar) |",
+                  "|---|---|---|---|---|---|"]
     for name_a, dir_a, name_b, dir_b in pairs:
-        a, b = correct_by_id(dir_a), correct_by_id(dir_b)
+        a, b = records_by_id(dir_a), records_by_id(dir_b)
         if a.keys() != b.keys():
             raise DataError(f"{dir_a} and {dir_b}: not the same questions, cannot pair them")
-        only_a = sum(a[q] and not b[q] for q in a)
-        only_b = sum(b[q] and not a[q] for q in a)
+        only_a = sum(bool(a[q]["correct"]) and not b[q]["correct"] for q in a)
+        only_b = sum(bool(b[q]["correct"]) and not a[q]["correct"] for q in a)
         lines.append(f"| {name_a} | {name_b} | {len(a)} | {only_a} | {only_b} | {mcnemar_exact(only_a, only_b):.3g} |")
-    return "\n".join(lines)
+        families = sorted({str(r.get("data_source", "")) for r in a.values()} - {""})
+        for family in [None, *families]:
+            ids = [q for q in a if family is None or a[q].get("data_source") == family]
+            used_a = {q for q in ids if a[q].get("tool_steps")}
+            used_b = {q for q in ids if b[q].get("tool_steps")}
+            tools_a, tools_b = len(used_a - used_b), len(used_b - used_a)
+            label = f"{name_b} ({family})" if family else name_b
+            tool_lines.append(f"| {name_a} | {label} | {len(ids)} | {tools_a} | {tools_b} | "
+                              f"{mcnemar_exact(tools_a, tools_b):.3g} |")
+    return "\n".join(lines) + "\n\nTool use, paired:\n\n" + "\n".join(tool_lines)
 
 
 def report(evals: list[tuple[str, Path]], curves: list[tuple[str, Path]], compare: list[str] = ()) -> str:

@@ -28,7 +28,7 @@ MIN_WEIGHT_ELEMENTS = 1 << 16  # LoRA's low-rank factors and other small layers 
 # One row keeps F.linear: through the engine, packed weights decoded 10 tokens/s at batch 1 against
 # 14 (and 1.2x, 1.6x, 1.5x, 1.25x as many at 2, 4, 8, 32 streams).
 MIN_ROWS = 2
-BATCH_HINT = 32  # the rows oneDNN tunes its layout for; 1 to 100 rows all gained with 32 here
+BATCH_HINT = 32  # the rows oneDNN tunes its layout for: products of 2 to 100 rows all gained with 32 here
 
 
 def packing_available() -> bool:
@@ -46,8 +46,9 @@ class PackedLinears:
             if type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"
             and m.weight.numel() >= MIN_WEIGHT_ELEMENTS and "forward" not in vars(m)
         ]
+        forward = self._forward_of()
         for layer in self.layers:
-            layer.forward = types.MethodType(self._forward_of(), layer)
+            layer.forward = types.MethodType(forward, layer)
 
     def _forward_of(self) -> Any:
         packed_weight = self._packed_weight
