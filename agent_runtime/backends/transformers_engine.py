@@ -164,6 +164,10 @@ class TransformersBackend(SlotEngine):
         input_ids = torch.tensor([[PAD_ID] * (width - len(row.tokens)) + row.tokens for row in rows], device=self.device)
         mask, position_ids = self._cache.set_plan(
             [row.slot for row in rows], [row.start for row in rows], [len(row.tokens) for row in rows], self.device)
+        if len(rows) == 1 and rows[0].start == 0:
+            # One prompt from position 0 needs no mask: SDPA's causal kernel skips the upper triangle
+            # and attends the grouped key/value heads as they are (a mask costs both).
+            mask = None
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,  # 4D: every architecture's mask builder passes it through as is
