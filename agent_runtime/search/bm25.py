@@ -13,8 +13,7 @@ The setting is stored in the index so queries are tokenized as the documents wer
 Retrieval engine: bm25s's numba backend is several times faster at 1M docs (p50 3.3 ms vs 11.8 ms,
 p95 8.6 vs 57 ms here) but JIT-compiles for about 8 s on first use in each process (18 CPU-seconds
 on 2 cores, taken from the model loading beside it). ``engine="auto"`` therefore keeps numpy for
-indexes under ``NUMBA_MIN_DOCS`` documents (the demo encyclopedia's 697 answer in well under a
-millisecond); on larger ones it serves queries with numpy while numba compiles in a background
+indexes under ``NUMBA_MIN_DOCS`` documents (numpy's median query at 100k: 0.82 ms); on larger ones it serves queries with numpy while numba compiles in a background
 thread, then switches. One-shot uses (the CLI) pass ``engine="numpy"``.
 """
 
@@ -46,7 +45,7 @@ DOCS_FILE = "corpus.jsonl"  # bm25s's default corpus file name
 INDEX_FORMAT = 1
 
 Engine = Literal["auto", "numpy", "numba"]
-NUMBA_MIN_DOCS = 100_000  # auto: below this, numpy answers in about a millisecond and nothing compiles
+NUMBA_MIN_DOCS = 100_000  # auto: below this, numpy answers in under a millisecond and nothing compiles
 
 # BM25 scoring is CPU-bound: more threads than cores only queue; a pool of our own keeps queries from
 # starving (or being starved by) other users of asyncio's default executor.
