@@ -18,8 +18,9 @@ in fp32. Each engine runs in a process of its own, one after another:
   the slot it left) against feeding the same 2,017 tokens into a cold slot.
 
 Plain ``model.generate`` is what a transformers user batches with: the same weights (loaded apart
-from the engine's, whose layers run packed weights) and prompts, left-padded into one batch; a row that has ended keeps its place (and its compute) until all end,
-and only its tokens up to its end count.
+from the engine's, whose layers run packed weights) and prompts, left-padded into one batch; a row
+that has ended keeps its place (and its compute) until all end, and only its tokens up to its end
+count.
 """
 
 from __future__ import annotations

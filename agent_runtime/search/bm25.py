@@ -13,8 +13,9 @@ The setting is stored in the index so queries are tokenized as the documents wer
 Retrieval engine: bm25s's numba backend is several times faster at 1M docs (p50 3.3 ms vs 11.8 ms,
 p95 8.6 vs 57 ms here) but JIT-compiles for about 8 s on first use in each process (18 CPU-seconds
 on 2 cores, taken from the model loading beside it). ``engine="auto"`` therefore keeps numpy for
-indexes under ``NUMBA_MIN_DOCS`` documents (numpy's median query at 100k: 0.82 ms); on larger ones it serves queries with numpy while numba compiles in a background
-thread, then switches. One-shot uses (the CLI) pass ``engine="numpy"``.
+indexes under ``NUMBA_MIN_DOCS`` documents (numpy's median query at 100k: 0.82 ms); on larger ones
+it serves queries with numpy while numba compiles in a background thread, then switches. One-shot
+uses (the CLI) pass ``engine="numpy"``.
 """
 
 from __future__ import annotations
