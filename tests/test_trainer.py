@@ -101,7 +101,7 @@ def test_source_repeats_weight_the_train_set_by_family(tiny_path) -> None:
     assert count(weighted, "demo_search") == count(plain, "demo_search")
     with pytest.raises(DataError, match="demo_arihm"):  # a misspelt family is not silently ignored
         build_dataset(str(train), "train", None, source_repeats={"demo_arihm": 2}, **kwargs)
-    with pytest.raises(ConfigError, match="repeats must be at least 1"):
+    with pytest.raises(ConfigError, match="data.source_repeats.demo_arith: Input should be greater than or equal to 1"):
         load_config(TINY_CPU, ["data.source_repeats={demo_arith: 0}"])
 
 

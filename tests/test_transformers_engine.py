@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from agent_runtime.backends.base import SamplingParams
-from agent_runtime.backends.packed_linear import PackedLinears, packing_available
+from agent_runtime.backends.packed_linear import forget_packed, pack_linears, packing_available
 from agent_runtime.backends.transformers_engine import TransformersBackend
 
 VOCAB = 96
@@ -252,7 +252,7 @@ def test_packed_linears_serve_inference_and_follow_every_weight_update() -> None
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(576, 512), torch.nn.ReLU(), torch.nn.Linear(512, 576, bias=False))
     reference = copy.deepcopy(model)
-    PackedLinears(model)
+    pack_linears(model)
     x = torch.randn(8, 576)
     with torch.inference_mode():
         assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-4)
@@ -269,3 +269,14 @@ def test_packed_linears_serve_inference_and_follow_every_weight_update() -> None
     model[2].weight = torch.nn.Parameter(torch.zeros(576, 512))  # a new tensor altogether
     with torch.inference_mode():
         assert torch.count_nonzero(model(x)) == 0
+    # a write through .data bumps no version counter: the engine's weights_changed forgets the copies
+    model[2].weight.data.fill_(1.0)
+    forget_packed(model)
+    reference.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-4)
+    # and a deepcopy of a packed model serves its own weights
+    twin = copy.deepcopy(model)
+    twin[2].weight.data.zero_()
+    with torch.inference_mode():
+        assert torch.count_nonzero(twin(x)) == 0 and torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-4)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["ConfigError", "TapoConfig", "load_config", "apply_overrides"]
 
@@ -49,15 +49,7 @@ class DataSection(_Section):
     max_prompt_tokens: int = Field(2048, ge=1)  # longer prompts are left out, with a count in the log
     # Train rows of these data sources appear this many times (others once): RL steps spend more of
     # their prompts on the families the policy is still wrong on, e.g. {demo_direct: 3}.
-    source_repeats: dict[str, int] = Field(default_factory=dict)
-
-    @field_validator("source_repeats")
-    @classmethod
-    def _positive_repeats(cls, value: dict[str, int]) -> dict[str, int]:
-        bad = {k: v for k, v in value.items() if v < 1}
-        if bad:
-            raise ValueError(f"repeats must be at least 1: {bad}")
-        return value
+    source_repeats: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
 
 class ToolsSection(_Section):

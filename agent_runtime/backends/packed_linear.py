@@ -7,22 +7,24 @@ same sums in another order: results differ from MKL's in the last bits, as betwe
 
 The packed copy is only a cache. It is used inside ``torch.inference_mode`` (the engine's forwards)
 and rebuilt when the weight changes: an optimizer step or ``load_state_dict`` bumps the tensor's
-version counter, a new tensor is another object. Training forwards and backwards (outside inference
-mode) run the layer's own ``forward``, so a model shared with a trainer trains exactly as before.
-It costs a second copy of the packed weights' memory, held as long as the model. Layers already
-given their own ``forward`` (by another engine on the same model) are left as they are.
+version counter, a new tensor is another object, and :func:`forget_packed` (the engine's
+``weights_changed``) drops every copy, for writes through ``.data``, which no counter sees. Training
+forwards and backwards (outside inference mode) run the plain product, so a model shared with a
+trainer trains exactly as before. It costs a second copy of the packed weights' memory, held as long
+as the layer. Layers that already have a ``forward`` of their own (packed by another engine on the
+same model) are left as they are.
 """
 
 from __future__ import annotations
 
 import threading
 import types
-from typing import Any
+import weakref
 
 import torch
 from torch import nn
 
-__all__ = ["PackedLinears", "packing_available"]
+__all__ = ["forget_packed", "pack_linears", "packing_available"]
 
 MIN_WEIGHT_ELEMENTS = 1 << 16  # LoRA's low-rank factors and other small layers keep F.linear
 # One row keeps F.linear: through the engine, packed weights decoded 10 tokens/s at batch 1 against
@@ -30,42 +32,43 @@ MIN_WEIGHT_ELEMENTS = 1 << 16  # LoRA's low-rank factors and other small layers 
 MIN_ROWS = 2
 BATCH_HINT = 32  # the rows oneDNN tunes its layout for: products of 2 to 100 rows all gained with 32 here
 
+# layer -> (the weight it was packed from, that weight's version then, the packed weight)
+_packed: weakref.WeakKeyDictionary[nn.Linear, tuple[torch.Tensor, int, torch.Tensor]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
 
 def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
-class PackedLinears:
+def pack_linears(model: nn.Module) -> None:
     """Route the inference forwards of ``model``'s float32 CPU linear layers through packed weights."""
+    for layer in model.modules():
+        if (type(layer) is nn.Linear and layer.weight.dtype == torch.float32
+                and layer.weight.device.type == "cpu" and layer.weight.numel() >= MIN_WEIGHT_ELEMENTS
+                and "forward" not in vars(layer)):
+            # bound to the layer: a deepcopy of the model rebinds it to the copied layer
+            layer.forward = types.MethodType(_forward, layer)
 
-    def __init__(self, model: nn.Module) -> None:
-        self._packed: dict[nn.Linear, tuple[torch.Tensor, int, torch.Tensor]] = {}
-        self._lock = threading.Lock()
-        self.layers = [
-            m for m in model.modules()
-            if type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"
-            and m.weight.numel() >= MIN_WEIGHT_ELEMENTS and "forward" not in vars(m)
-        ]
-        forward = self._forward_of()
-        for layer in self.layers:
-            layer.forward = types.MethodType(forward, layer)
 
-    def _forward_of(self) -> Any:
-        packed_weight = self._packed_weight
+def forget_packed(model: nn.Module) -> None:
+    """Drop the packed copies of ``model``'s layers: they are rebuilt from the weights on next use."""
+    with _lock:
+        for layer in model.modules():
+            _packed.pop(layer, None)
 
-        def forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-            if not torch.is_inference_mode_enabled() or x.numel() < MIN_ROWS * x.shape[-1]:
-                return nn.functional.linear(x, layer.weight, layer.bias)
-            return torch.ops.mkldnn._linear_pointwise(x, packed_weight(layer), layer.bias, "none", [], "")
 
-        return forward
+def _forward(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_inference_mode_enabled() or x.numel() < MIN_ROWS * x.shape[-1]:
+        return nn.functional.linear(x, layer.weight, layer.bias)
+    return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(layer), layer.bias, "none", [], "")
 
-    def _packed_weight(self, layer: nn.Linear) -> torch.Tensor:
-        weight = layer.weight
-        entry = self._packed.get(layer)
-        if entry is None or entry[0] is not weight or entry[1] != weight._version:
-            with self._lock:
-                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT)
-                entry = (weight, weight._version, packed)
-                self._packed[layer] = entry
-        return entry[2]
+
+def _packed_weight(layer: nn.Linear) -> torch.Tensor:
+    weight = layer.weight
+    entry = _packed.get(layer)
+    if entry is None or entry[0] is not weight or entry[1] != weight._version:
+        entry = (weight, weight._version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), BATCH_HINT))
+        with _lock:
+            _packed[layer] = entry
+    return entry[2]

@@ -79,10 +79,13 @@ class SlotCache(Cache):
         super().__init__(layers=layers)
         self.num_slots, self.max_len = num_slots, max_len
 
-    def set_plan(self, slots: list[int], starts: list[int], lengths: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def set_plan(self, slots: list[int], starts: list[int], lengths: list[int],
+                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Prepare the next forward: row ``b`` writes ``lengths[b]`` tokens into slot ``slots[b]`` from
         position ``starts[b]``, right-aligned in ``max(lengths)`` columns. Returns the boolean attention
-        mask ``(B, 1, width, kv_len)`` and the position ids ``(B, width)``."""
+        mask ``(B, 1, width, kv_len)`` and the position ids ``(B, width)``. One row from position 0 is
+        plain causal attention: no mask then, so that SDPA's causal kernel skips the upper triangle and
+        attends the grouped key/value heads as they are (a mask costs both)."""
         plan = self.plan
         width = max(lengths)
         starts_t = torch.tensor(starts, dtype=torch.long, device=device).view(-1, 1)
@@ -99,6 +102,8 @@ class SlotCache(Cache):
         # A real column sees every position up to and including its own; a padding column sees
         # position 0 only (finite, so its row stays finite, and what it computes goes to the trash).
         position_ids = torch.where(real, positions, 0)
+        if len(slots) == 1 and starts[0] == 0:
+            return None, position_ids
         kv = torch.arange(plan.kv_len, device=device).view(1, 1, 1, -1)
         return kv <= position_ids.view(len(slots), 1, width, 1), position_ids
 

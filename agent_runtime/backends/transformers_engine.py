@@ -14,7 +14,7 @@ import torch
 
 from agent_runtime.backends.base import SamplingParams
 from agent_runtime.backends.finish import eos_ids_of
-from agent_runtime.backends.packed_linear import PackedLinears, packing_available
+from agent_runtime.backends.packed_linear import forget_packed, pack_linears, packing_available
 from agent_runtime.backends.slot_cache import SlotCache
 from agent_runtime.backends.slot_engine import GREEDY_BELOW, Row, SlotEngine
 from agent_runtime.models.forward_args import cache_keyword
@@ -119,7 +119,7 @@ class TransformersBackend(SlotEngine):
         )
         self._cache = SlotCache(model.config, max_slots, self.context_length, next(model.parameters()).dtype, self.device)
         if self.device.type == "cpu" and packing_available():
-            PackedLinears(model)  # the decode steps' matrix products, about 2x faster at 8 rows
+            pack_linears(model)  # the decode steps' matrix products, about 2x faster at 8 rows
         self._start()
 
     @classmethod
@@ -131,6 +131,10 @@ class TransformersBackend(SlotEngine):
         return cls(model, tokenizer, name=kwargs.pop("name", str(path)), **kwargs)
 
     # ---- the engine's share of the slot scheduler (worker thread) ---------------------------
+
+    def weights_changed(self) -> None:
+        super().weights_changed()
+        forget_packed(self.model)  # an update through .data bumps no version counter
 
     def _worker_setup(self) -> None:
         torch.set_grad_enabled(False)
@@ -164,13 +168,9 @@ class TransformersBackend(SlotEngine):
         input_ids = torch.tensor([[PAD_ID] * (width - len(row.tokens)) + row.tokens for row in rows], device=self.device)
         mask, position_ids = self._cache.set_plan(
             [row.slot for row in rows], [row.start for row in rows], [len(row.tokens) for row in rows], self.device)
-        if len(rows) == 1 and rows[0].start == 0:
-            # One prompt from position 0 needs no mask: SDPA's causal kernel skips the upper triangle
-            # and attends the grouped key/value heads as they are (a mask costs both).
-            mask = None
         out = self.model(
             input_ids=input_ids,
-            attention_mask=mask,  # 4D: every architecture's mask builder passes it through as is
+            attention_mask=mask,  # 4D or None: every architecture's mask builder passes a 4D one through as is
             position_ids=position_ids,
             **{self._cache_argument: self._cache},
             use_cache=True,
